@@ -1,0 +1,60 @@
+"""`create_app(settings)`: the Litestar application of the JSON API."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+
+from bandit_platform.api.controllers import (
+    DecisionController,
+    ExperimentController,
+    OutcomeController,
+    live,
+    ready,
+)
+from bandit_platform.api.errors import EXCEPTION_HANDLERS
+from bandit_platform.service.apikeys import ApiKeyService
+from bandit_platform.service.decisions import DecisionService
+from bandit_platform.service.experiments import ExperimentService
+from bandit_platform.service.outcomes import OutcomeService
+from bandit_platform.service.platform import Platform
+from bandit_platform.settings import Settings
+
+
+def create_app(settings: Settings, platform: Platform | None = None) -> Litestar:
+    """Build the app on a platform (made from `settings` unless given)."""
+    platform = platform or Platform(settings)
+    state = State(
+        {
+            "platform": platform,
+            "api_keys": ApiKeyService(platform),
+            "decisions": DecisionService(platform),
+            "outcomes": OutcomeService(platform),
+            "experiments": ExperimentService(platform),
+        }
+    )
+    return Litestar(
+        route_handlers=[DecisionController, OutcomeController, ExperimentController, live, ready],
+        state=state,
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="bandit-platform",
+            version="0.1.0",
+            path="/schema",
+            description="Contextual-bandit offers for digital banking: decide, then report "
+            "outcomes.",
+        ),
+        on_shutdown=[platform.close],
+        debug=False,
+    )
+
+
+def app_from_environment() -> Litestar:
+    """App factory for server processes: settings from the environment."""
+    return create_app(Settings.from_environment())
+
+
+__all__ = ["AppConfig", "app_from_environment", "create_app"]

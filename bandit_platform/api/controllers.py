@@ -1,0 +1,216 @@
+"""Route handlers: each validates its body (msgspec), calls one service method, shapes JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post, put
+from litestar.di import Provide
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+
+from bandit_platform.api.auth import api_key_guard, provide_identity
+from bandit_platform.api.errors import problem
+from bandit_platform.api.schemas import (
+    AuditEntryBody,
+    DecisionRequestBody,
+    DecisionResponseBody,
+    ExperimentResponseBody,
+    OutcomeRequestBody,
+    OutcomeResponseBody,
+    StatusChangeBody,
+)
+from bandit_platform.domain.access import AppIdentity
+from bandit_platform.domain.config import ExperimentConfig
+from bandit_platform.domain.decisions import Decision
+from bandit_platform.service.decisions import DecisionRequest, offer_probabilities
+from bandit_platform.service.experiments import ExperimentView
+from bandit_platform.service.outcomes import OutcomeRequest
+from bandit_platform.service.platform import Platform
+from bandit_platform.storage.database import current_revision, head_revision
+
+_GUARDED: dict[str, Any] = {
+    "guards": [api_key_guard],
+    "dependencies": {"app_identity": Provide(provide_identity, sync_to_thread=False)},
+}
+
+
+def _decision_body(decision: Decision) -> DecisionResponseBody:
+    return DecisionResponseBody(
+        decision_id=decision.decision_id,
+        experiment=decision.experiment_key,
+        experiment_version=decision.experiment_version,
+        offer=decision.offer,
+        variant=decision.variant,
+        propensity=decision.propensity,
+        probabilities=offer_probabilities(decision.probabilities),
+        arm_probabilities=decision.probabilities,
+        group=decision.group.value,
+        reason=decision.reason.value,
+        model_version=decision.model_version,
+        explanation=decision.explanation,
+        created_at=decision.created_at,
+        replayed=decision.replayed,
+        dropped_fields=decision.dropped_fields,
+    )
+
+
+def _experiment_body(view: ExperimentView) -> ExperimentResponseBody:
+    return ExperimentResponseBody(
+        key=view.key,
+        name=view.name,
+        status=view.status,
+        version=view.version,
+        config=view.config,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+    )
+
+
+class DecisionController(Controller):
+    """The app backend asks which offer to show."""
+
+    path = "/v1/decisions"
+    tags = ["decisions"]
+    guards = _GUARDED["guards"]
+    dependencies = _GUARDED["dependencies"]
+
+    @post("/", opt={"scope": "decide"}, sync_to_thread=True, status_code=HTTP_200_OK)
+    def decide(
+        self, request: Request[Any, Any, Any], data: DecisionRequestBody, app_identity: AppIdentity
+    ) -> DecisionResponseBody:
+        """Choose an offer (or none) for a customer and log the decision with its propensity."""
+        context = {
+            "profile": data.context.profile,
+            "cash_flow": data.context.cash_flow,
+            "behavior": data.context.behavior,
+            "trigger": data.context.trigger,
+        }
+        decision = request.app.state.decisions.decide(
+            DecisionRequest(
+                experiment=data.experiment,
+                customer_id=data.customer_id,
+                context={k: v for k, v in context.items() if v},
+                surface=data.surface,
+                consent=data.consent,
+                request_id=data.request_id,
+                requested_at=data.requested_at,
+            ),
+            app_identity,
+        )
+        return _decision_body(decision)
+
+
+class OutcomeController(Controller):
+    """The app backend or core banking reports what the customer did."""
+
+    path = "/v1/outcomes"
+    tags = ["outcomes"]
+    guards = _GUARDED["guards"]
+    dependencies = _GUARDED["dependencies"]
+
+    @post("/", opt={"scope": "outcome"}, sync_to_thread=True)
+    def record(
+        self, request: Request[Any, Any, Any], data: OutcomeRequestBody, app_identity: AppIdentity
+    ) -> Response[OutcomeResponseBody]:
+        """Store an outcome once per idempotency key; a replay returns the first answer."""
+        receipt = request.app.state.outcomes.record(
+            OutcomeRequest(
+                decision_id=data.decision_id,
+                event=data.event,
+                value=data.value,
+                occurred_at=data.occurred_at,
+                idempotency_key=data.idempotency_key,
+            ),
+            app_identity,
+        )
+        body = OutcomeResponseBody(
+            outcome_id=receipt.outcome_id,
+            decision_id=receipt.decision_id,
+            event=receipt.event,
+            value=receipt.value,
+            occurred_at=receipt.occurred_at,
+            received_at=receipt.received_at,
+            late=receipt.late,
+            replayed=receipt.replayed,
+        )
+        return Response(body, status_code=HTTP_200_OK if receipt.replayed else HTTP_201_CREATED)
+
+
+class ExperimentController(Controller):
+    """Create, read, update, list experiments and change their status."""
+
+    path = "/v1/experiments"
+    tags = ["experiments"]
+    guards = _GUARDED["guards"]
+    dependencies = _GUARDED["dependencies"]
+
+    @get("/", opt={"scope": "read"}, sync_to_thread=True)
+    def list_experiments(self, request: Request[Any, Any, Any]) -> list[ExperimentResponseBody]:
+        """Every experiment, newest first."""
+        return [_experiment_body(v) for v in request.app.state.experiments.all()]
+
+    @post("/", opt={"scope": "manage"}, sync_to_thread=True, status_code=HTTP_201_CREATED)
+    def create(
+        self, request: Request[Any, Any, Any], data: ExperimentConfig, app_identity: AppIdentity
+    ) -> ExperimentResponseBody:
+        """Create an experiment in draft (version 1)."""
+        view = request.app.state.experiments.create(data, app_identity.actor)
+        return _experiment_body(view)
+
+    @get("/{key:str}", opt={"scope": "read"}, sync_to_thread=True)
+    def read(self, request: Request[Any, Any, Any], key: str) -> ExperimentResponseBody:
+        """One experiment with its current configuration."""
+        return _experiment_body(request.app.state.experiments.get(key))
+
+    @put("/{key:str}", opt={"scope": "manage"}, sync_to_thread=True)
+    def update(
+        self,
+        request: Request[Any, Any, Any],
+        key: str,
+        data: ExperimentConfig,
+        app_identity: AppIdentity,
+    ) -> ExperimentResponseBody:
+        """Replace the configuration; the version increments and the change is audited."""
+        view = request.app.state.experiments.update(key, data, app_identity.actor)
+        return _experiment_body(view)
+
+    @post(
+        "/{key:str}/status", opt={"scope": "manage"}, sync_to_thread=True, status_code=HTTP_200_OK
+    )
+    def change_status(
+        self,
+        request: Request[Any, Any, Any],
+        key: str,
+        data: StatusChangeBody,
+        app_identity: AppIdentity,
+    ) -> ExperimentResponseBody:
+        """Start, pause, resume or stop the experiment."""
+        view = request.app.state.experiments.change_status(key, data.status, app_identity.actor)
+        return _experiment_body(view)
+
+    @get("/{key:str}/audit", opt={"scope": "read"}, sync_to_thread=True)
+    def audit(self, request: Request[Any, Any, Any], key: str) -> list[AuditEntryBody]:
+        """The experiment's audit log, newest first."""
+        return [AuditEntryBody(**row) for row in request.app.state.experiments.audit_log(key)]
+
+
+@get("/health/live", tags=["health"], sync_to_thread=False)
+def live() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], sync_to_thread=True)
+def ready(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The database answers and its schema is at the newest migration."""
+    platform: Platform = request.app.state.platform
+    try:
+        revision = current_revision(platform.engine)
+    except Exception as exc:
+        return problem(HTTP_503_SERVICE_UNAVAILABLE, f"database unreachable: {type(exc).__name__}")
+    head = head_revision()
+    if revision != head:
+        return problem(
+            HTTP_503_SERVICE_UNAVAILABLE, f"database at revision {revision}, expected {head}"
+        )
+    return Response({"status": "ready", "revision": revision})

@@ -1,0 +1,113 @@
+"""Request and response bodies of the JSON API (msgspec; unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from bandit_platform.domain.decisions import ExperimentStatus
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ContextText = Annotated[str, msgspec.Meta(max_length=200)]
+ContextValue = (
+    bool | int | float | ContextText | Annotated[list[ContextText], msgspec.Meta(max_length=50)]
+)
+Section = Annotated[dict[Name, ContextValue], msgspec.Meta(max_length=100)]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: an unknown field is a 4xx, never silently ignored."""
+
+
+class DecisionContext(_Body, kw_only=True):
+    """What the bank knows about the customer now, by section; keys follow the allow-list."""
+
+    profile: Section = msgspec.field(default_factory=dict)
+    cash_flow: Section = msgspec.field(default_factory=dict)
+    behavior: Section = msgspec.field(default_factory=dict)
+    trigger: Section = msgspec.field(default_factory=dict)
+
+
+class DecisionRequestBody(_Body, kw_only=True):
+    """`POST /v1/decisions`: which offer, if any, for this customer on this surface."""
+
+    experiment: Name
+    customer_id: Identifier
+    context: DecisionContext
+    surface: Name
+    consent: bool | None = None
+    request_id: Identifier | None = None
+    requested_at: datetime | None = None
+
+
+class DecisionResponseBody(msgspec.Struct, kw_only=True):
+    """The chosen offer with its propensity and the full probability vector."""
+
+    decision_id: str
+    experiment: str
+    experiment_version: int
+    offer: str | None
+    variant: str | None
+    propensity: float
+    probabilities: dict[str, float]
+    arm_probabilities: dict[str, float]
+    group: str
+    reason: str
+    model_version: int | None
+    explanation: str
+    created_at: datetime
+    replayed: bool
+    dropped_fields: list[str]
+
+
+class OutcomeRequestBody(_Body, kw_only=True):
+    """`POST /v1/outcomes`: what the customer did after a decision."""
+
+    decision_id: Annotated[str, msgspec.Meta(min_length=1, max_length=36)]
+    event: Name
+    occurred_at: datetime
+    idempotency_key: Identifier
+    value: Annotated[float, msgspec.Meta(ge=-1e12, le=1e12)] = 1.0
+
+
+class OutcomeResponseBody(msgspec.Struct, kw_only=True):
+    """A stored outcome."""
+
+    outcome_id: int
+    decision_id: str
+    event: str
+    value: float
+    occurred_at: datetime
+    received_at: datetime
+    late: bool
+    replayed: bool
+
+
+class ExperimentResponseBody(msgspec.Struct, kw_only=True):
+    """An experiment with its current configuration."""
+
+    key: str
+    name: str
+    status: ExperimentStatus
+    version: int
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class StatusChangeBody(_Body, kw_only=True):
+    """`POST /v1/experiments/{key}/status`."""
+
+    status: ExperimentStatus
+
+
+class AuditEntryBody(msgspec.Struct, kw_only=True):
+    """One audit log row."""
+
+    at: datetime
+    actor: str
+    action: str
+    details: dict[str, Any]

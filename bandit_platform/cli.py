@@ -1,0 +1,218 @@
+"""`bandit-platform`: serve the API, run the demo, migrate, manage API keys and experiments."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bandit_platform.demo import DEMO_EXPERIMENT_KEY, demo_config
+from bandit_platform.domain.access import Scope
+from bandit_platform.domain.config import decode_config
+from bandit_platform.domain.decisions import ExperimentStatus
+from bandit_platform.domain.errors import DomainError, NotFound
+from bandit_platform.service.apikeys import ApiKeyService
+from bandit_platform.service.experiments import ExperimentService
+from bandit_platform.service.platform import Platform
+from bandit_platform.settings import Settings
+from bandit_platform.storage.database import upgrade
+
+FACTORY = "bandit_platform.api.app:app_from_environment"
+
+
+def _settings() -> Settings:
+    return Settings.from_environment()
+
+
+def _serve(host: str, port: int, workers: int, server: str) -> None:
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            FACTORY,
+            address=host,
+            port=port,
+            workers=workers,
+            interface=Interfaces.ASGI,
+            factory=True,
+        ).serve()
+        return
+    import uvicorn
+
+    uvicorn.run(
+        FACTORY,
+        host=host,
+        port=port,
+        workers=workers,
+        factory=True,
+        log_level="info",
+        server_header=False,
+    )
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    settings = _settings()
+    upgrade(settings.database_url)
+    print("database migrated to head")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if not args.no_migrate:
+        upgrade(settings.database_url)
+    print(f"serving on http://{args.host}:{args.port}  (OpenAPI: /schema)", flush=True)
+    _serve(args.host, args.port, args.workers, args.server)
+    return 0
+
+
+def setup_demo(platform: Platform) -> tuple[str, bool]:
+    """Create and start the demo experiment if needed; return a new API key for it.
+
+    Returns:
+        The API key's secret and whether the experiment was created now.
+    """
+    experiments = ExperimentService(platform)
+    created = False
+    try:
+        view = experiments.get(DEMO_EXPERIMENT_KEY)
+    except NotFound:
+        view = experiments.create(demo_config(), actor="demo")
+        created = True
+    if view.status in (ExperimentStatus.DRAFT, ExperimentStatus.PAUSED):
+        experiments.change_status(DEMO_EXPERIMENT_KEY, ExperimentStatus.RUNNING, actor="demo")
+    key = ApiKeyService(platform).create("demo", scopes=set(Scope))
+    return key.secret, created
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings()
+    upgrade(settings.database_url)
+    platform = Platform(settings)
+    try:
+        secret, created = setup_demo(platform)
+    finally:
+        platform.close()
+    what = "created and started" if created else "is running"
+    print(f"demo experiment {DEMO_EXPERIMENT_KEY!r} {what} in {settings.database_url}")
+    print(f"API key for trying it (shown once): {secret}")
+    if args.setup_only:
+        return 0
+    url = f"http://{args.host}:{args.port}"
+    print(f"service: {url}   OpenAPI: {url}/schema   health: {url}/health/ready", flush=True)
+    print(
+        "try: curl -s -H 'Content-Type: application/json' -H 'X-API-Key: <key>' "
+        f"-d @examples/requests/decision.json {url}/v1/decisions",
+        flush=True,
+    )
+    _serve(args.host, args.port, args.workers, args.server)
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    settings = _settings()
+    upgrade(settings.database_url)
+    platform = Platform(settings)
+    try:
+        scopes = {Scope(s) for s in args.scopes.split(",") if s}
+        key = ApiKeyService(platform).create(args.name, scopes)
+    finally:
+        platform.close()
+    print(key.secret)
+    print(
+        f"(API key {args.name!r}, scopes {sorted(scopes)}; store it now, it is not shown again)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_experiment_apply(args: argparse.Namespace) -> int:
+    settings = _settings()
+    upgrade(settings.database_url)
+    config = decode_config(Path(args.file).read_bytes())
+    platform = Platform(settings)
+    try:
+        service = ExperimentService(platform)
+        try:
+            service.get(config.key)
+            view = service.update(config.key, config, actor="cli")
+        except NotFound:
+            view = service.create(config, actor="cli")
+        if args.start and view.status != ExperimentStatus.RUNNING:
+            view = service.change_status(config.key, ExperimentStatus.RUNNING, actor="cli")
+    finally:
+        platform.close()
+    print(f"experiment {view.key!r} version {view.version}, {view.status.value}")
+    return 0
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="bandit-platform",
+        description="Contextual-bandit offers for digital banking. The database comes from "
+        "DATABASE_URL (default: SQLite in ./data); BANDIT_PSEUDONYM_KEY keys the customer "
+        "pseudonyms (required with PostgreSQL).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    _server_options(serve)
+    serve.add_argument("--no-migrate", action="store_true", help="do not migrate on start")
+    serve.set_defaults(handler=cmd_serve)
+
+    demo = commands.add_parser("demo", help="set up the demo experiment and serve it")
+    _server_options(demo)
+    demo.add_argument("--setup-only", action="store_true", help="create and start; no server")
+    demo.set_defaults(handler=cmd_demo)
+
+    migrate = commands.add_parser("migrate", help="migrate the database to the newest schema")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    apikey = commands.add_parser("apikey", help="manage app API keys")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scopes",
+        default="decide,outcome,read",
+        help="comma-separated: decide, outcome, read, manage",
+    )
+    create.set_defaults(handler=cmd_apikey_create)
+
+    experiment = commands.add_parser("experiment", help="manage experiments from files")
+    experiment_commands = experiment.add_subparsers(dest="experiment_command", required=True)
+    apply = experiment_commands.add_parser("apply", help="create or update from a JSON file")
+    apply.add_argument("file")
+    apply.add_argument("--start", action="store_true", help="start it after applying")
+    apply.set_defaults(handler=cmd_experiment_apply)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bandit-platform` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except DomainError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"error{where}: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

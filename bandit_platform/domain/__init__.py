@@ -1,0 +1,1 @@
+"""Pure domain types of the offer platform: no I/O, no framework imports."""

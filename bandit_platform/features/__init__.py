@@ -1,0 +1,1 @@
+"""Turning request context and offers into validated, model-ready features (pure code)."""

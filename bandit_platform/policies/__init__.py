@@ -1,0 +1,1 @@
+"""Policies that turn a customer's context and eligible arms into a probability vector."""

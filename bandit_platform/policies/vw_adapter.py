@@ -1,0 +1,133 @@
+"""The one module that talks to Vowpal Wabbit (`vowpal_wabbit_next`).
+
+Everything else in the platform speaks in namespaces of `(feature, value)` pairs and
+probability vectors; this adapter turns them into VW's text format, runs
+`--cb_explore_adf` with the experiment's explorer, and maps VW's action scores back to the
+order of the arms it was given. Cost is the negative reward: VW minimises cost.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import cast
+
+import vowpal_wabbit_next as vw
+
+from bandit_platform.domain.config import (
+    Bagging,
+    Cover,
+    EpsilonDecay,
+    EpsilonGreedy,
+    ExploreFirst,
+    Explorer,
+    Softmax,
+    SquareCB,
+)
+from bandit_platform.features.context import Namespaces
+
+#: Shared (customer) namespaces crossed with action (offer) namespaces: VW's `-q` pairs use
+#: first letters: p(rofile), c(ash_flow), b(ehavior), t(rigger) x o(ffer), v(ariant).
+_INTERACTIONS = ("po", "pv", "co", "cv", "bo", "bv", "to", "tv")
+
+
+def explorer_arguments(explorer: Explorer) -> list[str]:
+    """VW command-line arguments for the explorer.
+
+    `EpsilonDecay` runs VW greedily (`--epsilon 0`); the platform mixes in the decaying
+    uniform share itself, since VW's `--epsilon_decay` is a model-selection reduction, not
+    a decaying exploration rate.
+    """
+    match explorer:
+        case EpsilonGreedy(epsilon=epsilon):
+            return ["--epsilon", repr(epsilon)]
+        case EpsilonDecay():
+            return ["--epsilon", "0"]
+        case ExploreFirst(first=first):
+            return ["--first", str(first)]
+        case Softmax(lambda_=lambda_):
+            return ["--softmax", "--lambda", repr(lambda_)]
+        case SquareCB(gamma_scale=gamma_scale):
+            return ["--squarecb", "--gamma_scale", repr(gamma_scale)]
+        case Bagging(bag_size=bag_size, epsilon=epsilon):
+            return ["--bag", str(bag_size), "--epsilon", repr(epsilon)]
+        case Cover(cover_size=cover_size, psi=psi):
+            return ["--cover", str(cover_size), "--psi", repr(psi)]
+    raise TypeError(f"unknown explorer {explorer!r}")
+
+
+def model_arguments(explorer: Explorer, seed: int = 0) -> list[str]:
+    """Every VW argument of a model for this explorer."""
+    arguments = ["--cb_explore_adf", "--quiet", "--random_seed", str(seed)]
+    for pair in _INTERACTIONS:
+        arguments += ["-q", pair]
+    return arguments + explorer_arguments(explorer)
+
+
+def _line(namespaces: Namespaces, prefix: str = "") -> str:
+    parts = [prefix] if prefix else []
+    for namespace, features in namespaces.items():
+        tokens = " ".join(name if value == 1.0 else f"{name}:{value!r}" for name, value in features)
+        parts.append(f"|{namespace} {tokens}" if tokens else f"|{namespace}")
+    return " ".join(parts)
+
+
+def example_lines(
+    shared: Namespaces,
+    actions: Sequence[Namespaces],
+    label: tuple[int, float, float] | None = None,
+) -> list[str]:
+    """VW text lines of one multi-line example; `label` is (action index, cost, probability)."""
+    lines = [_line(shared, "shared")]
+    for index, action in enumerate(actions):
+        prefix = ""
+        if label is not None and label[0] == index:
+            prefix = f"0:{label[1]!r}:{label[2]!r}"
+        lines.append(_line(action, prefix))
+    return lines
+
+
+class ContextualBanditModel:
+    """A VW `--cb_explore_adf` workspace, safe to share between threads."""
+
+    def __init__(self, arguments: Sequence[str], model_data: bytes | None = None) -> None:
+        self.arguments = list(arguments)
+        if model_data is None:
+            self._workspace = vw.Workspace(self.arguments)
+        else:
+            self._workspace = vw.Workspace(self.arguments, model_data=model_data)
+        self._parser = vw.TextFormatParser(self._workspace)
+        self._lock = threading.Lock()
+
+    def _parse(self, lines: Sequence[str]) -> list[vw.Example]:
+        return [self._parser.parse_line(line) for line in lines]
+
+    def predict(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
+        """The model's probability of each action, in the order given."""
+        lines = example_lines(shared, actions)
+        with self._lock:
+            scores = self._workspace.predict_one(self._parse(lines))
+        if not isinstance(scores, list):
+            raise TypeError(f"unexpected VW prediction {scores!r}")
+        probabilities = [0.0] * len(actions)
+        for score in cast(list[tuple[int, float]], scores):
+            probabilities[int(score[0])] = float(score[1])
+        return probabilities
+
+    def learn(
+        self,
+        shared: Namespaces,
+        actions: Sequence[Namespaces],
+        chosen: int,
+        reward: float,
+        propensity: float,
+    ) -> None:
+        """Learn from one logged decision: cost is the negative reward."""
+        lines = example_lines(shared, actions, (chosen, -reward, propensity))
+        with self._lock:
+            self._workspace.learn_one(self._parse(lines))
+
+    def serialize(self) -> bytes:
+        """The model's bytes, loadable by `ContextualBanditModel(arguments, model_data=...)`."""
+        with self._lock:
+            return self._workspace.serialize()

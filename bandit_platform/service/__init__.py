@@ -1,0 +1,1 @@
+"""Use cases: experiments, decisions, outcomes, API keys. Each owns its transaction."""

@@ -1,0 +1,90 @@
+"""API keys for apps: shown once at creation, stored as SHA-256, checked in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bandit_platform.domain.access import DEFAULT_SCOPES, AppIdentity, Scope
+from bandit_platform.domain.errors import InvalidInput
+from bandit_platform.service.platform import Platform
+from bandit_platform.storage import repositories
+from bandit_platform.storage.tables import ApiKeyRow
+
+_PREFIX_BYTES = 6
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A freshly created key: `secret` is shown this once and never stored."""
+
+    identity: AppIdentity
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    # Keys carry 256 bits of randomness, so a fast hash is enough (no dictionary to attack).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _split(secret: str) -> str | None:
+    parts = secret.split("_")
+    if len(parts) != 3 or parts[0] != "bpk" or len(parts[1]) != 2 * _PREFIX_BYTES:
+        return None
+    return parts[1]
+
+
+class ApiKeyService:
+    """Creates and verifies API keys."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def create(self, name: str, scopes: Iterable[Scope] = DEFAULT_SCOPES) -> NewApiKey:
+        """Create a key for an app; the returned secret is not recoverable later."""
+        name = name.strip()
+        if not name or len(name) > 120:
+            raise InvalidInput("needs 1 to 120 characters", field="name")
+        scope_set = frozenset(scopes)
+        prefix = secrets.token_hex(_PREFIX_BYTES)
+        secret = f"bpk_{prefix}_{secrets.token_urlsafe(32)}"
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = ApiKeyRow(
+                name=name,
+                prefix=prefix,
+                key_hash=_hash(secret),
+                scopes=",".join(sorted(scope_set)),
+                created_at=now,
+            )
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            repositories.audit(
+                session,
+                at=now,
+                actor="cli",
+                action="apikey.create",
+                experiment_id=None,
+                details={"name": name, "prefix": prefix, "scopes": sorted(scope_set)},
+            )
+            identity = AppIdentity(row.id, name, scope_set)
+        return NewApiKey(identity=identity, secret=secret)
+
+    def verify(self, secret: str) -> AppIdentity | None:
+        """The app behind a presented key, or None when it is unknown or revoked."""
+        prefix = _split(secret)
+        if prefix is None:
+            return None
+        with self.platform.session() as session:
+            row = repositories.api_key_by_prefix(session, prefix)
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.key_hash, _hash(secret)):
+            return None
+        assert row.id is not None
+        scopes = frozenset(Scope(s) for s in row.scopes.split(",") if s)
+        return AppIdentity(row.id, row.name, scopes)

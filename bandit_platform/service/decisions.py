@@ -1,0 +1,465 @@
+"""Decide: consent -> eligibility -> frequency caps -> sticky group -> policy -> draw -> log.
+
+The decision row is committed before `decide` returns, so an answer that leaves the service is
+always in the database (DESIGN.md invariant 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from bandit_platform.domain.access import AppIdentity
+from bandit_platform.domain.config import (
+    NO_OFFER,
+    Arm,
+    CompiledExperiment,
+    EpsilonDecay,
+    Offer,
+)
+from bandit_platform.domain.decisions import (
+    LEARNABLE_REASONS,
+    Decision,
+    DecisionReason,
+    ExperimentStatus,
+    Group,
+)
+from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
+from bandit_platform.features.context import (
+    ValidatedContext,
+    context_namespaces,
+    offer_namespaces,
+    validate_context,
+)
+from bandit_platform.policies.assignment import assign_group
+from bandit_platform.policies.probabilities import check_probabilities, decision_seed, draw
+from bandit_platform.service.platform import Platform
+from bandit_platform.storage import repositories
+from bandit_platform.storage.tables import DecisionRow, ExperimentRow
+
+logger = logging.getLogger(__name__)
+
+#: How many learned examples halve the exploration rate of the epsilon-decay explorer.
+EPSILON_HALF_LIFE_EXAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """What the app backend asks: which offer, if any, for this customer on this surface."""
+
+    experiment: str
+    customer_id: str
+    context: Mapping[str, Mapping[str, object]]
+    surface: str
+    consent: bool | None = None
+    request_id: str | None = None
+    requested_at: datetime | None = None
+
+
+@dataclass
+class _Choice:
+    reason: DecisionReason
+    arms: list[Arm]
+    probabilities: list[float]
+    chosen: int | None
+    explanation: str
+    model_version: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _no_offer(reason: DecisionReason, explanation: str) -> _Choice:
+    return _Choice(reason, [Arm(None, None)], [1.0], 0, explanation)
+
+
+def _single(reason: DecisionReason, arm: Arm, explanation: str) -> _Choice:
+    return _Choice(reason, [arm], [1.0], 0, explanation)
+
+
+def _first_variant(offer: Offer) -> Arm:
+    return Arm(offer.key, offer.variants[0].key)
+
+
+def request_fingerprint(request: DecisionRequest, customer_key: str) -> str:
+    """SHA-256 of the request's content, to tell a replay from a reuse of its request id."""
+    body = {
+        "experiment": request.experiment,
+        "customer": customer_key,
+        "context": request.context,
+        "surface": request.surface,
+        "consent": request.consent,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class DecisionService:
+    """Chooses and logs offers."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def decide(self, request: DecisionRequest, app: AppIdentity) -> Decision:
+        """Choose an offer (or none) for the customer and log the decision durably.
+
+        Raises:
+            NotFound: unknown experiment.
+            Conflict: the experiment is not running; the request id is being used concurrently.
+            InvalidInput: unknown surface, context outside the allow-list, request id reused
+                with another body. Nothing is written in any of these cases.
+        """
+        now = self.platform.clock()
+        customer_key = self.platform.pseudonym(request.customer_id)
+        fingerprint = request_fingerprint(request, customer_key)
+        decision_id = str(uuid.uuid4())
+        try:
+            with self.platform.session() as session, session.begin():
+                experiment_row = repositories.experiment_by_key(session, request.experiment)
+                if experiment_row is None:
+                    raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
+                if experiment_row.status != ExperimentStatus.RUNNING:
+                    raise Conflict(
+                        f"experiment {request.experiment!r} is {experiment_row.status}, "
+                        "not running",
+                        field="experiment",
+                    )
+                compiled = self.platform.compiled(experiment_row)
+                if request.surface not in compiled.config.surfaces:
+                    raise InvalidInput(
+                        f"unknown surface; expected one of {compiled.config.surfaces}",
+                        field="surface",
+                    )
+                context = validate_context(request.context, compiled)
+                assert experiment_row.id is not None
+                repositories.lock_customer(session, experiment_row.id, customer_key)
+                if request.request_id is not None:
+                    existing = repositories.decision_by_request_id(
+                        session, app.api_key_id, request.request_id
+                    )
+                    if existing is not None:
+                        if existing.request_hash != fingerprint:
+                            raise InvalidInput(
+                                "request_id was already used with a different request",
+                                field="request_id",
+                            )
+                        return decision_from_row(existing, experiment_row.key, replayed=True)
+                group = assign_group(customer_key, experiment_row.salt, compiled.config.traffic)
+                choice = self._choose(
+                    session,
+                    experiment_row,
+                    compiled,
+                    context,
+                    customer_key,
+                    group,
+                    request.consent,
+                    decision_id,
+                    now,
+                )
+                row = self._row(
+                    decision_id,
+                    experiment_row,
+                    compiled,
+                    app,
+                    request,
+                    customer_key,
+                    fingerprint,
+                    group,
+                    choice,
+                    context,
+                    now,
+                )
+                session.add(row)
+        except IntegrityError as exc:
+            raise Conflict(
+                "a decision with this request_id is being made concurrently; retry",
+                field="request_id",
+            ) from exc
+        return decision_from_row(row, request.experiment, dropped=list(context.dropped_protected))
+
+    def _choose(
+        self,
+        session: Session,
+        experiment_row: ExperimentRow,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        customer_key: str,
+        group: Group,
+        consent: bool | None,
+        decision_id: str,
+        now: datetime,
+    ) -> _Choice:
+        config = compiled.config
+        if group == Group.HOLDOUT:
+            return _no_offer(DecisionReason.HOLDOUT, "holdout group: no offer (control for lift)")
+        assert experiment_row.id is not None
+        capped, customer_capped = self._caps(
+            session, experiment_row.id, compiled, customer_key, now
+        )
+        eligible: list[Offer] = []
+        ineligible: list[str] = []
+        for offer in config.offers:
+            if offer.key in capped:
+                continue
+            if compiled.eligibility[offer.key].evaluate(context.values):
+                eligible.append(offer)
+            else:
+                ineligible.append(offer.key)
+        notes = []
+        if capped:
+            notes.append(f"capped: {', '.join(sorted(capped))}")
+        if ineligible:
+            notes.append(f"not eligible: {', '.join(ineligible)}")
+        fallback = next((o for o in eligible if o.key == config.fallback_offer), None)
+
+        if consent is not True and config.consent_required:
+            if fallback is not None and not customer_capped:
+                return _single(
+                    DecisionReason.NO_CONSENT,
+                    _first_variant(fallback),
+                    "no personalisation consent: the standard offer is shown",
+                )
+            return _no_offer(DecisionReason.NO_CONSENT, "no personalisation consent: no offer")
+        if customer_capped:
+            return _no_offer(
+                DecisionReason.CUSTOMER_CAP, "the customer's frequency cap is reached: no offer"
+            )
+        arms = [Arm(o.key, v.key) for o in eligible for v in o.variants]
+        if config.include_no_offer:
+            arms.append(Arm(None, None))
+        if not arms:
+            choice = _no_offer(DecisionReason.NO_ELIGIBLE_OFFER, "no offer is eligible")
+            choice.notes = notes
+            return choice
+        if group == Group.AB:
+            choice = self._ab(compiled, context, eligible, arms)
+        else:
+            choice = self._bandit(
+                session, experiment_row, compiled, context, arms, fallback, decision_id
+            )
+        choice.notes = notes + choice.notes
+        return choice
+
+    def _caps(
+        self,
+        session: Session,
+        experiment_id: int,
+        compiled: CompiledExperiment,
+        customer_key: str,
+        now: datetime,
+    ) -> tuple[set[str], bool]:
+        caps = compiled.config.frequency_caps
+        if not caps:
+            return set(), False
+        longest = max(cap.window_hours for cap in caps)
+        shown = repositories.offers_shown_since(
+            session, experiment_id, customer_key, now - timedelta(hours=longest)
+        )
+        capped: set[str] = set()
+        customer_capped = False
+        for cap in caps:
+            since = now - timedelta(hours=cap.window_hours)
+            recent = [offer for offer, at in shown if at >= since]
+            if cap.scope == "customer":
+                customer_capped = customer_capped or len(recent) >= cap.max_offers
+                continue
+            keys = [cap.offer] if cap.offer is not None else list(compiled.offers)
+            for key in keys:
+                if sum(1 for offer in recent if offer == key) >= cap.max_offers:
+                    capped.add(key)
+        return capped, customer_capped
+
+    def _ab(
+        self,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        eligible: Sequence[Offer],
+        arms: list[Arm],
+    ) -> _Choice:
+        ab_arm = compiled.config.ab_arm
+        eligible_keys = {o.key: o for o in eligible}
+        if ab_arm.kind == "uniform":
+            # Uniform over offers (no-offer counts as one), then over each offer's variants.
+            choices = len(eligible) + (1 if compiled.config.include_no_offer else 0)
+            probabilities = [
+                1.0 / choices / (len(compiled.offers[a.offer].variants) if a.offer else 1)
+                for a in arms
+            ]
+            return _Choice(
+                DecisionReason.AB_UNIFORM,
+                arms,
+                probabilities,
+                None,
+                f"A-B group: uniform over {choices} eligible choices",
+            )
+        for position, (expression, rule) in enumerate(compiled.incumbent_rules, start=1):
+            offer = eligible_keys.get(rule.offer)
+            if offer is not None and expression.evaluate(context.values):
+                variant = rule.variant or offer.variants[0].key
+                return _single(
+                    DecisionReason.AB_RULE,
+                    Arm(offer.key, variant),
+                    f"A-B group: incumbent rule {position} ({rule.when}) matched",
+                )
+        default = eligible_keys.get(ab_arm.default_offer or "")
+        if default is not None:
+            return _single(
+                DecisionReason.AB_DEFAULT,
+                _first_variant(default),
+                "A-B group: no incumbent rule matched; default offer",
+            )
+        return _no_offer(DecisionReason.AB_DEFAULT, "A-B group: no incumbent rule matched")
+
+    def _bandit(
+        self,
+        session: Session,
+        experiment_row: ExperimentRow,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        arms: list[Arm],
+        fallback: Offer | None,
+        decision_id: str,
+    ) -> _Choice:
+        assert experiment_row.id is not None
+        config = compiled.config
+        loaded = self.platform.model(session, experiment_row.id)
+        raw: list[float] | None = None
+        if loaded is not None:
+            shared = context_namespaces(context.values)
+            actions = [
+                offer_namespaces(
+                    compiled.offers[a.offer] if a.offer else None,
+                    next(v for v in compiled.offers[a.offer].variants if v.key == a.variant)
+                    if a.offer
+                    else None,
+                )
+                for a in arms
+            ]
+            try:
+                raw = loaded.model.predict(shared, actions)
+            except Exception:
+                logger.exception("model prediction failed for experiment %s", experiment_row.key)
+        if loaded is None or raw is None:
+            why = "no model" if loaded is None else "the model failed"
+            if fallback is not None:
+                return _single(
+                    DecisionReason.MODEL_FALLBACK,
+                    _first_variant(fallback),
+                    f"{why}: the fallback offer is shown",
+                )
+            return _no_offer(DecisionReason.MODEL_FALLBACK, f"{why}: no offer")
+        notes: list[str] = []
+        if isinstance(config.explorer, EpsilonDecay):
+            epsilon = config.explorer.epsilon / (
+                1.0 + loaded.examples_seen / EPSILON_HALF_LIFE_EXAMPLES
+            )
+            total = sum(raw) or 1.0
+            raw = [(1.0 - epsilon) * p / total + epsilon / len(raw) for p in raw]
+        checked = check_probabilities(raw, config.probability_floor)
+        if checked.replaced:
+            notes.append("invalid model probabilities were replaced by uniform")
+        chosen = draw(checked.probabilities, decision_seed(experiment_row.salt, decision_id))
+        arm = arms[chosen]
+        return _Choice(
+            DecisionReason.BANDIT,
+            arms,
+            list(checked.probabilities),
+            chosen,
+            f"bandit ({config.explorer.__struct_config__.tag}): {arm.key} with probability "
+            f"{checked.probabilities[chosen]:.3f} among {len(arms)} eligible choices",
+            model_version=loaded.version,
+            notes=notes,
+        )
+
+    def _row(
+        self,
+        decision_id: str,
+        experiment_row: ExperimentRow,
+        compiled: CompiledExperiment,
+        app: AppIdentity,
+        request: DecisionRequest,
+        customer_key: str,
+        fingerprint: str,
+        group: Group,
+        choice: _Choice,
+        context: ValidatedContext,
+        now: datetime,
+    ) -> DecisionRow:
+        if choice.chosen is None:
+            choice.chosen = draw(
+                choice.probabilities, decision_seed(experiment_row.salt, decision_id)
+            )
+        arm = choice.arms[choice.chosen]
+        personalised = choice.reason != DecisionReason.NO_CONSENT
+        explanation = "; ".join([choice.explanation, *choice.notes])[:500]
+        assert experiment_row.id is not None
+        return DecisionRow(
+            id=decision_id,
+            experiment_id=experiment_row.id,
+            experiment_version=experiment_row.version,
+            api_key_id=app.api_key_id,
+            request_id=request.request_id,
+            customer_key=customer_key,
+            surface=request.surface,
+            group=group.value,
+            reason=choice.reason.value,
+            context=dict(context.values) if personalised else {},
+            eligible=[a.key for a in choice.arms],
+            probabilities={
+                a.key: p for a, p in zip(choice.arms, choice.probabilities, strict=True)
+            },
+            chosen_offer=arm.offer,
+            chosen_variant=arm.variant,
+            propensity=choice.probabilities[choice.chosen],
+            model_version=choice.model_version,
+            learnable=choice.reason in LEARNABLE_REASONS,
+            explanation=explanation,
+            request_hash=fingerprint,
+            requested_at=request.requested_at,
+            created_at=now,
+        )
+
+
+def decision_from_row(
+    row: DecisionRow,
+    experiment_key: str,
+    *,
+    replayed: bool = False,
+    dropped: list[str] | None = None,
+) -> Decision:
+    """The answer for a logged decision."""
+    return Decision(
+        decision_id=row.id,
+        experiment_key=experiment_key,
+        experiment_version=row.experiment_version,
+        group=Group(row.group),
+        reason=DecisionReason(row.reason),
+        offer=row.chosen_offer,
+        variant=row.chosen_variant,
+        propensity=row.propensity,
+        probabilities=dict(row.probabilities),
+        eligible=list(row.eligible),
+        model_version=row.model_version,
+        explanation=row.explanation,
+        created_at=row.created_at,
+        surface=row.surface,
+        request_id=row.request_id,
+        learnable=row.learnable,
+        replayed=replayed,
+        dropped_fields=dropped or [],
+    )
+
+
+def offer_probabilities(arm_probabilities: Mapping[str, float]) -> dict[str, float]:
+    """Arm probabilities summed per offer key (`no_offer` for showing nothing)."""
+    result: dict[str, float] = {}
+    for key, probability in arm_probabilities.items():
+        offer = key.split("/", 1)[0] if key != NO_OFFER else NO_OFFER
+        result[offer] = result.get(offer, 0.0) + probability
+    return result

@@ -1,0 +1,239 @@
+"""Experiments: create, read, update (a new version, audited), list and change status."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from bandit_platform.domain.config import (
+    CompiledExperiment,
+    ExperimentConfig,
+    config_to_builtins,
+    validate_config,
+)
+from bandit_platform.domain.decisions import STATUS_TRANSITIONS, ExperimentStatus
+from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
+from bandit_platform.service.models import ensure_model
+from bandit_platform.service.platform import Platform
+from bandit_platform.storage import repositories
+from bandit_platform.storage.tables import ExperimentRow, ExperimentVersionRow, OfferRow
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    """An experiment as the API and UI show it."""
+
+    key: str
+    name: str
+    status: ExperimentStatus
+    version: int
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def _view(row: ExperimentRow) -> ExperimentView:
+    return ExperimentView(
+        key=row.key,
+        name=row.name,
+        status=ExperimentStatus(row.status),
+        version=row.version,
+        config=row.config,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+class ExperimentService:
+    """Owns the transactions that change experiments."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def _require(self, session: Session, key: str) -> ExperimentRow:
+        row = repositories.experiment_by_key(session, key)
+        if row is None:
+            raise NotFound(f"no experiment {key!r}", field="experiment")
+        return row
+
+    def _sync_offers(
+        self, session: Session, experiment_id: int, compiled: CompiledExperiment
+    ) -> None:
+        existing = repositories.offers_of(session, experiment_id)
+        for offer in compiled.config.offers:
+            row = existing.pop(offer.key, None) or OfferRow(
+                experiment_id=experiment_id,
+                key=offer.key,
+                product="",
+                name="",
+                eligibility="",
+                features={},
+                variants=[],
+            )
+            row.product = offer.product
+            row.name = offer.name
+            row.eligibility = offer.eligibility
+            row.features = dict(offer.features)
+            row.variants = [v.key for v in offer.variants]
+            row.active = True
+            session.add(row)
+        for row in existing.values():
+            # Offers stay for the decisions that name them; they only stop being active.
+            row.active = False
+            session.add(row)
+
+    def create(self, config: ExperimentConfig, actor: str) -> ExperimentView:
+        """Create an experiment in draft at version 1.
+
+        Raises:
+            InvalidInput: the configuration is invalid (field named).
+            Conflict: an experiment with the key exists.
+        """
+        compiled = validate_config(config)
+        now = self.platform.clock()
+        stored = config_to_builtins(config)
+        with self.platform.session() as session, session.begin():
+            if repositories.experiment_by_key(session, config.key) is not None:
+                raise Conflict(f"experiment {config.key!r} already exists", field="key")
+            row = ExperimentRow(
+                key=config.key,
+                name=config.name,
+                status=ExperimentStatus.DRAFT,
+                version=1,
+                salt=secrets.token_hex(16),
+                config=stored,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            session.add(
+                ExperimentVersionRow(
+                    experiment_id=row.id,
+                    version=1,
+                    config=stored,
+                    created_at=now,
+                    created_by=actor,
+                )
+            )
+            self._sync_offers(session, row.id, compiled)
+            repositories.audit(
+                session,
+                at=now,
+                actor=actor,
+                action="experiment.create",
+                experiment_id=row.id,
+                details={"version": 1},
+            )
+            return _view(row)
+
+    def update(self, key: str, config: ExperimentConfig, actor: str) -> ExperimentView:
+        """Replace the configuration: the version increments and an audit row is written.
+
+        Raises:
+            InvalidInput: invalid configuration, or a body whose key differs from the URL's.
+            NotFound: no such experiment.
+            Conflict: the experiment is stopped.
+        """
+        if config.key != key:
+            raise InvalidInput("the key cannot change", field="key")
+        compiled = validate_config(config)
+        now = self.platform.clock()
+        stored = config_to_builtins(config)
+        with self.platform.session() as session, session.begin():
+            row = self._require(session, key)
+            if row.status == ExperimentStatus.STOPPED:
+                raise Conflict("a stopped experiment cannot change", field="status")
+            assert row.id is not None
+            changed = _changed_sections(row.config, stored)
+            if not changed:
+                return _view(row)
+            row.version += 1
+            row.config = stored
+            row.name = config.name
+            row.updated_at = now
+            session.add(row)
+            session.add(
+                ExperimentVersionRow(
+                    experiment_id=row.id,
+                    version=row.version,
+                    config=stored,
+                    created_at=now,
+                    created_by=actor,
+                )
+            )
+            self._sync_offers(session, row.id, compiled)
+            if row.status == ExperimentStatus.RUNNING:
+                ensure_model(session, experiment_id=row.id, experiment=compiled, at=now)
+            repositories.audit(
+                session,
+                at=now,
+                actor=actor,
+                action="experiment.update",
+                experiment_id=row.id,
+                details={"version": row.version, "changed": changed},
+            )
+            return _view(row)
+
+    def get(self, key: str) -> ExperimentView:
+        """One experiment. Raises NotFound."""
+        with self.platform.session() as session:
+            return _view(self._require(session, key))
+
+    def all(self) -> list[ExperimentView]:
+        """Every experiment, newest first."""
+        with self.platform.session() as session:
+            return [_view(row) for row in repositories.experiments(session)]
+
+    def change_status(self, key: str, status: ExperimentStatus, actor: str) -> ExperimentView:
+        """Move the experiment along draft -> running <-> paused -> stopped.
+
+        Starting publishes a cold model snapshot when none fits the explorer yet.
+
+        Raises:
+            NotFound: no such experiment.
+            Conflict: the transition is not allowed.
+        """
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = self._require(session, key)
+            assert row.id is not None
+            current = ExperimentStatus(row.status)
+            if status == current:
+                return _view(row)
+            if status not in STATUS_TRANSITIONS[current]:
+                raise Conflict(f"cannot go from {current.value} to {status.value}", field="status")
+            if status == ExperimentStatus.RUNNING:
+                ensure_model(
+                    session, experiment_id=row.id, experiment=self.platform.compiled(row), at=now
+                )
+            row.status = status
+            row.updated_at = now
+            session.add(row)
+            repositories.audit(
+                session,
+                at=now,
+                actor=actor,
+                action="experiment.status",
+                experiment_id=row.id,
+                details={"from": current.value, "to": status.value},
+            )
+            return _view(row)
+
+    def audit_log(self, key: str) -> list[dict[str, Any]]:
+        """The experiment's audit rows, newest first."""
+        with self.platform.session() as session:
+            row = self._require(session, key)
+            return [
+                {"at": a.at, "actor": a.actor, "action": a.action, "details": a.details}
+                for a in repositories.audit_log(session, row.id)
+            ]

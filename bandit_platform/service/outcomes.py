@@ -1,0 +1,146 @@
+"""Outcomes: what a customer did after a decision, stored once per idempotency key.
+
+Time rules (all on the server's clock):
+
+* an outcome may not be more than `clock_skew_seconds` before its decision, nor more than
+  `clock_skew_seconds` after the server's current time: either is rejected (422, `occurred_at`);
+* an outcome after the experiment's attribution window is stored and marked `late`: reports
+  see it, the learner does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from bandit_platform.domain.access import AppIdentity
+from bandit_platform.domain.decisions import OutcomeReceipt
+from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
+from bandit_platform.service.platform import Platform
+from bandit_platform.storage import repositories
+from bandit_platform.storage.tables import DecisionRow, ExperimentRow, OutcomeRow
+
+#: Counter of outcomes rejected because their decision is unknown (to this app).
+UNKNOWN_DECISION_COUNTER = "outcomes.unknown_decision"
+#: Events every experiment accepts besides those that carry reward weight.
+ALWAYS_ACCEPTED_EVENTS = frozenset({"impression", "dismiss"})
+
+
+@dataclass(frozen=True)
+class OutcomeRequest:
+    """One event reported by the app backend or core banking."""
+
+    decision_id: str
+    event: str
+    value: float
+    occurred_at: datetime
+    idempotency_key: str
+
+
+def _fingerprint(request: OutcomeRequest) -> str:
+    body = {
+        "decision_id": request.decision_id,
+        "event": request.event,
+        "value": request.value,
+        "occurred_at": request.occurred_at.isoformat(),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _receipt(row: OutcomeRow, *, replayed: bool) -> OutcomeReceipt:
+    assert row.id is not None
+    return OutcomeReceipt(
+        outcome_id=row.id,
+        decision_id=row.decision_id,
+        event=row.event,
+        value=row.value,
+        occurred_at=row.occurred_at,
+        received_at=row.received_at,
+        late=row.late,
+        replayed=replayed,
+    )
+
+
+class OutcomeService:
+    """Stores outcomes against decisions."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def record(self, request: OutcomeRequest, app: AppIdentity) -> OutcomeReceipt:
+        """Store the outcome, or return the stored one for a repeated idempotency key.
+
+        Raises:
+            NotFound: the decision is unknown to this app (counted).
+            InvalidInput: event not configured, time out of bounds, or the idempotency key
+                reused with a different body.
+            Conflict: the same key is being stored concurrently.
+        """
+        now = self.platform.clock()
+        fingerprint = _fingerprint(request)
+        skew = timedelta(seconds=self.platform.settings.clock_skew_seconds)
+        if request.occurred_at.tzinfo is None:
+            raise InvalidInput("must carry a timezone (e.g. Z)", field="occurred_at")
+        try:
+            with self.platform.session() as session, session.begin():
+                existing = repositories.outcome_by_idempotency_key(
+                    session, app.api_key_id, request.idempotency_key
+                )
+                if existing is not None:
+                    if existing.request_hash != fingerprint:
+                        raise InvalidInput(
+                            "idempotency_key was already used with a different outcome",
+                            field="idempotency_key",
+                        )
+                    return _receipt(existing, replayed=True)
+                decision = session.get(DecisionRow, request.decision_id)
+                if decision is None or decision.api_key_id != app.api_key_id:
+                    unknown = True
+                else:
+                    unknown = False
+                    experiment = session.get(ExperimentRow, decision.experiment_id)
+                    assert experiment is not None
+                    compiled = self.platform.compiled(experiment)
+                    reward = compiled.config.reward
+                    if (
+                        request.event not in reward.event_weights
+                        and request.event not in ALWAYS_ACCEPTED_EVENTS
+                    ):
+                        raise InvalidInput(
+                            f"unknown event; expected one of "
+                            f"{sorted(reward.event_weights.keys() | ALWAYS_ACCEPTED_EVENTS)}",
+                            field="event",
+                        )
+                    if request.occurred_at < decision.created_at - skew:
+                        raise InvalidInput("is before the decision was made", field="occurred_at")
+                    if request.occurred_at > now + skew:
+                        raise InvalidInput("is in the future", field="occurred_at")
+                    window = timedelta(hours=reward.attribution_window_hours)
+                    row = OutcomeRow(
+                        decision_id=decision.id,
+                        api_key_id=app.api_key_id,
+                        event=request.event,
+                        value=request.value,
+                        occurred_at=request.occurred_at,
+                        received_at=now,
+                        idempotency_key=request.idempotency_key,
+                        request_hash=fingerprint,
+                        late=request.occurred_at > decision.created_at + window,
+                    )
+                    session.add(row)
+                    session.flush()
+                    receipt = _receipt(row, replayed=False)
+        except IntegrityError as exc:
+            raise Conflict(
+                "an outcome with this idempotency_key is being stored concurrently; retry",
+                field="idempotency_key",
+            ) from exc
+        if unknown:
+            with self.platform.session() as session, session.begin():
+                repositories.increment_counter(session, UNKNOWN_DECISION_COUNTER)
+            raise NotFound(f"no decision {request.decision_id!r}", field="decision_id")
+        return receipt

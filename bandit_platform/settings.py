@@ -1,0 +1,70 @@
+"""Settings are built once and passed in (`create_app(settings)`); nothing reads them at import."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+DEFAULT_DATABASE_URL = "sqlite:///data/bandit-platform.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run.
+
+    Attributes:
+        database_url: SQLAlchemy URL; SQLite by default, PostgreSQL in production.
+        pseudonym_key: secret key of the keyed hash that turns customer ids into pseudonyms.
+            It must stay the same for assignments to stay sticky; it is never logged.
+        max_body_bytes: requests with a larger body get 413.
+        clock_skew_seconds: how far an outcome's time may lie before its decision or after
+            the server's clock and still be accepted.
+        model_refresh_seconds: how often a worker looks for a newer model snapshot.
+        pool_size: database connections per worker.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    pseudonym_key: bytes = field(default=b"", repr=False)
+    max_body_bytes: int = 64 * 1024
+    clock_skew_seconds: float = 300.0
+    model_refresh_seconds: float = 1.0
+    pool_size: int = 10
+
+    def __post_init__(self) -> None:
+        if len(self.pseudonym_key) < 16:
+            raise ValueError("the pseudonym key must have at least 16 bytes")
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `DATABASE_URL` and `BANDIT_PSEUDONYM_KEY`.
+
+        Without `BANDIT_PSEUDONYM_KEY`, a SQLite database keeps a random key in a file beside
+        it (mode 0600), created on first use; PostgreSQL requires the variable.
+        """
+        env = os.environ if environ is None else environ
+        url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+        key_text = env.get("BANDIT_PSEUDONYM_KEY")
+        key = key_text.encode() if key_text else _local_key(url)
+        return cls(database_url=url, pseudonym_key=key)
+
+
+def _local_key(url: str) -> bytes:
+    parsed = sa.make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        raise ValueError("set BANDIT_PSEUDONYM_KEY: it is required with a server database")
+    if parsed.database == ":memory:":
+        return secrets.token_hex(32).encode()
+    path = Path(parsed.database).with_suffix(".pseudonym-key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()

@@ -1,0 +1,190 @@
+"""SQLModel tables. The schema is created only by the Alembic migrations in `alembic/`.
+
+A test compares these tables with the migrated schema, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; attach a timezone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> Any:
+    return sa.Column(sa.JSON, nullable=False)
+
+
+def _time(*, index: bool = False) -> Any:
+    return sa.Column(UTCDateTime(), nullable=False, index=index)
+
+
+class ExperimentRow(SQLModel, table=True):
+    """An experiment: its current configuration version and status."""
+
+    __tablename__ = "experiments"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=63, unique=True)
+    name: str = Field(max_length=120)
+    status: str = Field(max_length=16)
+    version: int
+    salt: str = Field(max_length=64)
+    config: dict[str, Any] = Field(sa_column=_json())
+    created_at: datetime = Field(sa_column=_time())
+    updated_at: datetime = Field(sa_column=_time())
+
+
+class ExperimentVersionRow(SQLModel, table=True):
+    """Every configuration an experiment has had, one row per version."""
+
+    __tablename__ = "experiment_versions"
+
+    experiment_id: int = Field(foreign_key="experiments.id", primary_key=True)
+    version: int = Field(primary_key=True)
+    config: dict[str, Any] = Field(sa_column=_json())
+    created_at: datetime = Field(sa_column=_time())
+    created_by: str = Field(max_length=120)
+
+
+class OfferRow(SQLModel, table=True):
+    """The offers of an experiment's current configuration, for reports and joins."""
+
+    __tablename__ = "offers"
+    __table_args__ = (sa.UniqueConstraint("experiment_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiments.id", index=True)
+    key: str = Field(max_length=63)
+    product: str = Field(max_length=63)
+    name: str = Field(max_length=120)
+    eligibility: str = Field(max_length=2000)
+    features: dict[str, Any] = Field(sa_column=_json())
+    variants: list[Any] = Field(sa_column=_json())
+    active: bool = True
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An app's API key: only its SHA-256 hash is stored; the prefix finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120)
+    prefix: str = Field(max_length=16, unique=True)
+    key_hash: str = Field(max_length=64)
+    scopes: str = Field(max_length=120)
+    created_at: datetime = Field(sa_column=_time())
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class DecisionRow(SQLModel, table=True):
+    """One answered decision, written before the answer leaves the service."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        sa.UniqueConstraint("api_key_id", "request_id"),
+        sa.Index("ix_decisions_customer_time", "experiment_id", "customer_key", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    experiment_id: int = Field(foreign_key="experiments.id", index=True)
+    experiment_version: int
+    api_key_id: int = Field(foreign_key="api_keys.id")
+    request_id: str | None = Field(default=None, max_length=128)
+    customer_key: str = Field(max_length=64)
+    surface: str = Field(max_length=63)
+    group: str = Field(max_length=16)
+    reason: str = Field(max_length=32)
+    context: dict[str, Any] = Field(sa_column=_json())
+    eligible: list[str] = Field(sa_column=_json())
+    probabilities: dict[str, float] = Field(sa_column=_json())
+    chosen_offer: str | None = Field(default=None, max_length=63)
+    chosen_variant: str | None = Field(default=None, max_length=63)
+    propensity: float
+    model_version: int | None = None
+    learnable: bool
+    explanation: str = Field(max_length=500)
+    request_hash: str = Field(max_length=64)
+    requested_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    created_at: datetime = Field(sa_column=_time())
+
+
+class OutcomeRow(SQLModel, table=True):
+    """One event a customer did after a decision."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (sa.UniqueConstraint("api_key_id", "idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="decisions.id", index=True, max_length=36)
+    api_key_id: int = Field(foreign_key="api_keys.id")
+    event: str = Field(max_length=63)
+    value: float
+    occurred_at: datetime = Field(sa_column=_time())
+    received_at: datetime = Field(sa_column=_time())
+    idempotency_key: str = Field(max_length=128)
+    request_hash: str = Field(max_length=64)
+    late: bool
+
+
+class ModelSnapshotRow(SQLModel, table=True):
+    """A versioned, checksummed VW model of an experiment."""
+
+    __tablename__ = "model_snapshots"
+    __table_args__ = (sa.UniqueConstraint("experiment_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiments.id", index=True)
+    version: int
+    arguments: list[str] = Field(sa_column=_json())
+    checksum: str = Field(max_length=64)
+    examples_seen: int
+    size_bytes: int
+    data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    created_at: datetime = Field(sa_column=_time())
+
+
+class AuditLogRow(SQLModel, table=True):
+    """Who changed what, when: configuration versions, status changes, keys."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_time(index=True))
+    actor: str = Field(max_length=120)
+    action: str = Field(max_length=63)
+    experiment_id: int | None = Field(default=None, foreign_key="experiments.id", index=True)
+    details: dict[str, Any] = Field(sa_column=_json())
+
+
+class CounterRow(SQLModel, table=True):
+    """Named operational counters shared by every worker (e.g. rejected outcomes)."""
+
+    __tablename__ = "counters"
+
+    name: str = Field(primary_key=True, max_length=120)
+    value: int = 0
