@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from litestar import Litestar
+from litestar.testing import TestClient
 
 from bandit_platform.api.app import create_app
 from bandit_platform.cli import setup_demo
@@ -54,8 +56,10 @@ def _worker() -> str:
 
 def _pg_url(database: str) -> str:
     assert PG_ADMIN_URL is not None
-    return sa.make_url(normalise_url(PG_ADMIN_URL)).set(database=database).render_as_string(
-        hide_password=False
+    return (
+        sa.make_url(normalise_url(PG_ADMIN_URL))
+        .set(database=database)
+        .render_as_string(hide_password=False)
     )
 
 
@@ -156,6 +160,15 @@ def demo(platform: Platform) -> Demo:
     return Demo(platform, secret)
 
 
+@pytest.fixture
+def client(demo: Demo, settings: Settings) -> Iterator[TestClient[Litestar]]:
+    """An in-process client of the app on the demo platform, sending the demo API key."""
+    app = create_app(settings, demo.platform)
+    with TestClient(app=app, raise_server_exceptions=False) as test_client:
+        test_client.headers["X-API-Key"] = demo.api_key
+        yield test_client
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "postgres" in item.keywords and PG_ADMIN_URL is None:
@@ -220,8 +233,14 @@ def start_server(db_url: str, log: Path, *, workers: int = 1) -> Server:
     handle = log.open("wb")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "bandit_platform.cli", "serve", "--port", str(port),
-            "--workers", str(workers),
+            sys.executable,
+            "-m",
+            "bandit_platform.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
         ],
         env=env,
         stdout=handle,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
 
 from bandit_platform.api.auth import api_key_guard, provide_identity
@@ -76,7 +77,10 @@ class DecisionController(Controller):
 
     @post("/", opt={"scope": "decide"}, sync_to_thread=True, status_code=HTTP_200_OK)
     def decide(
-        self, request: Request[Any, Any, Any], data: DecisionRequestBody, app_identity: AppIdentity
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[DecisionRequestBody],
+        app_identity: NamedDependency[AppIdentity],
     ) -> DecisionResponseBody:
         """Choose an offer (or none) for a customer and log the decision with its propensity."""
         context = {
@@ -110,7 +114,10 @@ class OutcomeController(Controller):
 
     @post("/", opt={"scope": "outcome"}, sync_to_thread=True)
     def record(
-        self, request: Request[Any, Any, Any], data: OutcomeRequestBody, app_identity: AppIdentity
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[OutcomeRequestBody],
+        app_identity: NamedDependency[AppIdentity],
     ) -> Response[OutcomeResponseBody]:
         """Store an outcome once per idempotency key; a replay returns the first answer."""
         receipt = request.app.state.outcomes.record(
@@ -151,14 +158,17 @@ class ExperimentController(Controller):
 
     @post("/", opt={"scope": "manage"}, sync_to_thread=True, status_code=HTTP_201_CREATED)
     def create(
-        self, request: Request[Any, Any, Any], data: ExperimentConfig, app_identity: AppIdentity
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ExperimentConfig],
+        app_identity: NamedDependency[AppIdentity],
     ) -> ExperimentResponseBody:
         """Create an experiment in draft (version 1)."""
         view = request.app.state.experiments.create(data, app_identity.actor)
         return _experiment_body(view)
 
     @get("/{key:str}", opt={"scope": "read"}, sync_to_thread=True)
-    def read(self, request: Request[Any, Any, Any], key: str) -> ExperimentResponseBody:
+    def read(self, request: Request[Any, Any, Any], key: FromPath[str]) -> ExperimentResponseBody:
         """One experiment with its current configuration."""
         return _experiment_body(request.app.state.experiments.get(key))
 
@@ -166,9 +176,9 @@ class ExperimentController(Controller):
     def update(
         self,
         request: Request[Any, Any, Any],
-        key: str,
-        data: ExperimentConfig,
-        app_identity: AppIdentity,
+        key: FromPath[str],
+        data: JSONBody[ExperimentConfig],
+        app_identity: NamedDependency[AppIdentity],
     ) -> ExperimentResponseBody:
         """Replace the configuration; the version increments and the change is audited."""
         view = request.app.state.experiments.update(key, data, app_identity.actor)
@@ -180,16 +190,16 @@ class ExperimentController(Controller):
     def change_status(
         self,
         request: Request[Any, Any, Any],
-        key: str,
-        data: StatusChangeBody,
-        app_identity: AppIdentity,
+        key: FromPath[str],
+        data: JSONBody[StatusChangeBody],
+        app_identity: NamedDependency[AppIdentity],
     ) -> ExperimentResponseBody:
         """Start, pause, resume or stop the experiment."""
         view = request.app.state.experiments.change_status(key, data.status, app_identity.actor)
         return _experiment_body(view)
 
     @get("/{key:str}/audit", opt={"scope": "read"}, sync_to_thread=True)
-    def audit(self, request: Request[Any, Any, Any], key: str) -> list[AuditEntryBody]:
+    def audit(self, request: Request[Any, Any, Any], key: FromPath[str]) -> list[AuditEntryBody]:
         """The experiment's audit log, newest first."""
         return [AuditEntryBody(**row) for row in request.app.state.experiments.audit_log(key)]
 

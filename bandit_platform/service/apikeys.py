@@ -31,7 +31,7 @@ def _hash(secret: str) -> str:
 
 
 def _split(secret: str) -> str | None:
-    parts = secret.split("_")
+    parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != "bpk" or len(parts[1]) != 2 * _PREFIX_BYTES:
         return None
     return parts[1]
