@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -217,6 +218,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    handle: BinaryIO
 
     def client(self, api_key: str | None = None) -> httpx.Client:
         headers = {"X-API-Key": api_key} if api_key else {}
@@ -251,14 +253,17 @@ def start_server(db_url: str, log: Path, *, workers: int = 1) -> Server:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            handle.close()
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return Server(url, process, log)
+                return Server(url, process, log, handle)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     process.kill()
+    process.wait()
+    handle.close()
     raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
 
 
@@ -269,6 +274,7 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    server.handle.close()
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+"""The schema is created only by the migrations, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from bandit_platform.storage.database import (
+    alembic_config,
+    create_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
+from bandit_platform.storage.tables import SQLModel
+from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """An empty database (no tables)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if PG_ADMIN_URL is None:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    name = "bandit_migrations_" + str(abs(hash(request.node.nodeid)) % 10**8)
+    yield create_pg_database(name)
+    drop_pg_database(name)
+
+
+def test_single_head() -> None:
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert heads == [head_revision()]
+
+
+def test_migrations_match_the_tables(empty_url: str) -> None:
+    upgrade(empty_url)
+    engine = create_engine(empty_url, pool_size=1)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "base")
+    engine = create_engine(empty_url, pool_size=1)
+    tables = set(sa.inspect(engine).get_table_names()) - {"alembic_version"}
+    assert tables == set()
+    engine.dispose()
+    upgrade(empty_url)
+    engine = create_engine(empty_url, pool_size=1)
+    assert set(SQLModel.metadata.tables) <= set(sa.inspect(engine).get_table_names())
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys_and_full_sync(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url, pool_size=1)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
+
+
+def test_foreign_keys_are_enforced(db_url: str) -> None:
+    engine = create_engine(db_url, pool_size=1)
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO outcomes (decision_id, api_key_id, event, value, occurred_at, "
+                "received_at, idempotency_key, request_hash, late) VALUES ('missing', 1, "
+                "'click', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'k', 'h', false)"
+            )
+        )
+    engine.dispose()
