@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any, *, foreign_keys: bool) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -32,7 +34,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # so an answered decision survives a power cut, not only a process kill.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -43,8 +45,12 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
-    """An engine with the platform's durability settings for the URL's database."""
+def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> sa.Engine:
+    """An engine with the platform's durability settings for the URL's database.
+
+    `foreign_keys=False` is for SQLite migrations only: rebuilding a table that other tables
+    reference is impossible with the checks on; `_migrate` checks the keys afterwards.
+    """
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = sa.make_url(url).database
@@ -56,7 +62,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> sa.Engine:
             pool_size=pool_size,
             max_overflow=pool_size,
         )
-        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(
+            engine, "connect", functools.partial(_sqlite_connect, foreign_keys=foreign_keys)
+        )
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -70,28 +78,29 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Migrate the database at `url` to `revision` (creating it if it is a new SQLite file)."""
-    engine = create_engine(url, pool_size=1)
+def _migrate(url: str, step: Callable[[Config], None]) -> None:
+    engine = create_engine(url, pool_size=1, foreign_keys=False)
     try:
         with engine.begin() as connection:
             config = alembic_config(url)
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config)
+            if connection.dialect.name == "sqlite":
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
     finally:
         engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at `url` to `revision` (creating it if it is a new SQLite file)."""
+    _migrate(url, lambda config: command.upgrade(config, revision))
 
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at `url` down to `revision`."""
-    engine = create_engine(url, pool_size=1)
-    try:
-        with engine.begin() as connection:
-            config = alembic_config(url)
-            config.attributes["connection"] = connection
-            command.downgrade(config, revision)
-    finally:
-        engine.dispose()
+    _migrate(url, lambda config: command.downgrade(config, revision))
 
 
 def head_revision() -> str:

@@ -56,6 +56,7 @@ class ExperimentRow(SQLModel, table=True):
     config: dict[str, Any] = Field(sa_column=_json())
     created_at: datetime = Field(sa_column=_time())
     updated_at: datetime = Field(sa_column=_time())
+    apprentice_state: str | None = Field(default=None, max_length=16)
 
 
 class ExperimentVersionRow(SQLModel, table=True):
@@ -166,6 +167,44 @@ class ModelSnapshotRow(SQLModel, table=True):
     size_bytes: int
     data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     created_at: datetime = Field(sa_column=_time())
+    last_reward_id: int = 0
+    note: str = Field(default="", max_length=200)
+    match_rate: float | None = None
+
+
+class RewardRow(SQLModel, table=True):
+    """The closed reward of one decision for one reward horizon, written exactly once.
+
+    Its `id` orders rewards as they close; the learner's cursor is the last id it learned.
+    """
+
+    __tablename__ = "rewards"
+    __table_args__ = (
+        sa.UniqueConstraint("decision_id", "horizon"),
+        sa.Index("ix_rewards_learning", "experiment_id", "horizon", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    decision_id: str = Field(foreign_key="decisions.id", max_length=36)
+    experiment_id: int = Field(foreign_key="experiments.id")
+    horizon: str = Field(max_length=63)
+    reward: float
+    source: str = Field(max_length=16)
+    outcome_count: int
+    learnable: bool
+    closed_at: datetime = Field(sa_column=_time())
+
+
+class LearnerLeaseRow(SQLModel, table=True):
+    """Which process is the learner now; operators read it, the lock itself enforces it."""
+
+    __tablename__ = "learner_leases"
+
+    name: str = Field(primary_key=True, max_length=63)
+    holder: str = Field(max_length=200)
+    acquired_at: datetime = Field(sa_column=_time())
+    heartbeat_at: datetime = Field(sa_column=_time())
+    details: dict[str, Any] = Field(sa_column=_json())
 
 
 class AuditLogRow(SQLModel, table=True):

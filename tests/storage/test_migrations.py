@@ -84,3 +84,42 @@ def test_foreign_keys_are_enforced(db_url: str) -> None:
             )
         )
     engine.dispose()
+
+
+def test_rows_written_at_the_previous_revision_survive_upgrade_and_downgrade(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url, "0001")
+    engine = create_engine(empty_url, pool_size=1)
+    now = "2026-11-01 09:00:00+00:00"
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO experiments (id, key, name, status, version, salt, config, "
+                "created_at, updated_at) VALUES (1, 'e', 'E', 'running', 1, 's', '{}', :t, :t)"
+            ),
+            {"t": now},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO model_snapshots (experiment_id, version, arguments, checksum, "
+                "examples_seen, size_bytes, data, created_at) "
+                "VALUES (1, 1, '[]', 'c', 0, 1, :d, :t)"
+            ),
+            {"d": b"x", "t": now},
+        )
+    engine.dispose()
+    upgrade(empty_url)
+    engine = create_engine(empty_url, pool_size=1)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT key FROM experiments")).scalar_one() == "e"
+        snapshot = connection.execute(
+            sa.text("SELECT version, last_reward_id, note FROM model_snapshots")
+        ).one()
+        assert tuple(snapshot) == (1, 0, "")
+    engine.dispose()
+    downgrade(empty_url, "0001")
+    engine = create_engine(empty_url, pool_size=1)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM model_snapshots")).scalar() == 1
+    engine.dispose()
