@@ -96,7 +96,7 @@ def postgres_session_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test worker."""
     if PG_ADMIN_URL is None:
         pytest.skip("TEST_DATABASE_URL is not set")
-    name = f"bandit_test_{_worker()}"
+    name = f"bandit_test_{_worker()}_{os.getpid()}"
     url = create_pg_database(name)
     upgrade(url)
     yield url

@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"Object (?:missing required|contains unknown) field `([^`]+)`")
+#: The name every route handler gives its request body parameter.
+BODY_PARAMETER = "data"
 _TITLES = {
     400: "Bad request",
     401: "Unauthorized",
@@ -50,11 +53,20 @@ def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[s
     return problem(exc.status_hint, exc.message, exc.field)
 
 
-def _validation_field(message: str, key: object) -> str | None:
+def _validation_field(message: str, key: object, source: object) -> str | None:
     match = _PATH.search(message)
     if match is not None:
         return match.group(1) or "body"
-    return str(key) if key else None
+    # Litestar names the body's root by the handler's parameter (`data`) and nested paths
+    # without it; msgspec names a missing or unknown field only in the message.
+    root = source == "body" and key == BODY_PARAMETER
+    parent = "" if root or not key else str(key)
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        return f"{parent}.{named.group(1)}" if parent else named.group(1)
+    if root:
+        return "body"
+    return parent or None
 
 
 def validation_error(
@@ -68,7 +80,10 @@ def validation_error(
         message = str(item.get("message", ""))
         if "malformed" in message.lower() or "json is malformed" in message.lower():
             return problem(400, f"malformed JSON: {message}", "body")
-        field = _validation_field(message, item.get("key"))
+        if item.get("source") == "body" and message == f"'{BODY_PARAMETER}'":
+            # The framework found no body at all (a KeyError on the parameter's name).
+            return problem(400, "the request needs a JSON object body", "body")
+        field = _validation_field(message, item.get("key"), item.get("source"))
         return problem(422, message, field)
     detail = str(exc.detail)
     if "malformed" in detail.lower() or "decode" in detail.lower():

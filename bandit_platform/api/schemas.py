@@ -11,10 +11,9 @@ from bandit_platform.domain.decisions import ExperimentStatus
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-ContextText = Annotated[str, msgspec.Meta(max_length=200)]
-ContextValue = (
-    bool | int | float | ContextText | Annotated[list[ContextText], msgspec.Meta(max_length=50)]
-)
+# Text and list lengths are checked by the decision service, which can name the field: msgspec
+# reports a value inside a dict as `[...]`, without its key.
+ContextValue = bool | int | float | str | list[str]
 Section = Annotated[dict[Name, ContextValue], msgspec.Meta(max_length=100)]
 
 

@@ -166,19 +166,78 @@ class Cover(_Schema, frozen=True, kw_only=True, tag="cover", tag_field="kind"):
 Explorer = EpsilonGreedy | EpsilonDecay | ExploreFirst | Softmax | SquareCB | Bagging | Cover
 
 
-class RewardDefinition(_Schema, frozen=True, kw_only=True):
-    """How a customer's events after a decision become one reward for learning.
+class RewardHorizon(_Schema, frozen=True, kw_only=True):
+    """One way of turning a customer's events after a decision into a reward.
 
-    The reward is the aggregation (`sum`, `max` or `earliest`) of the weights of the events
-    that occur inside the attribution window; when the reward wait time passes with no event,
-    `default_reward` applies.
+    The reward is the aggregation (`sum`, `max` or `earliest`) of `weight x value` over the
+    events that occur inside the attribution window; when the reward wait time passes with no
+    such event, `default_reward` applies. The wait defaults to the window.
     """
 
+    name: Key
     event_weights: Annotated[dict[Key, float], msgspec.Meta(min_length=1)]
     attribution_window_hours: Hours = 168.0
     reward_wait_hours: Hours | None = None
     default_reward: float = 0.0
     aggregation: Literal["sum", "max", "earliest"] = "sum"
+
+
+class RewardDefinition(_Schema, frozen=True, kw_only=True):
+    """The reward the learner uses (`name`, default `primary`), plus horizons for reports.
+
+    For example: learn from "applied within 7 days" while reports also show "clicked within
+    1 hour" and "account funded within 30 days".
+    """
+
+    name: Key = "primary"
+    event_weights: Annotated[dict[Key, float], msgspec.Meta(min_length=1)]
+    attribution_window_hours: Hours = 168.0
+    reward_wait_hours: Hours | None = None
+    default_reward: float = 0.0
+    aggregation: Literal["sum", "max", "earliest"] = "sum"
+    report_horizons: list[RewardHorizon] = msgspec.field(default_factory=list)
+
+    def learning_horizon(self) -> RewardHorizon:
+        """The horizon whose rewards the learner uses."""
+        return RewardHorizon(
+            name=self.name,
+            event_weights=self.event_weights,
+            attribution_window_hours=self.attribution_window_hours,
+            reward_wait_hours=self.reward_wait_hours,
+            default_reward=self.default_reward,
+            aggregation=self.aggregation,
+        )
+
+    def horizons(self) -> list[RewardHorizon]:
+        """Every horizon, the learning one first."""
+        return [self.learning_horizon(), *self.report_horizons]
+
+    def accepted_events(self) -> frozenset[str]:
+        """Every event that carries a weight in some horizon."""
+        return frozenset(e for h in self.horizons() for e in h.event_weights)
+
+
+class LearningSettings(_Schema, frozen=True, kw_only=True):
+    """How the model learns and is served.
+
+    Attributes:
+        publish_every_examples: publish a snapshot after this many new examples...
+        publish_every_seconds: ...or after this long with at least one new example.
+        model_deadline_ms: a prediction slower than this is discarded and the fallback offer
+            is served instead (flagged, not learned from).
+        apprentice: serve the incumbent rules in the bandit group while the model learns to
+            imitate them; switch to online learning when it matches them often enough.
+        apprentice_match_rate: the share of recent decisions on which the model must agree
+            with the incumbent rules before switching.
+        apprentice_min_examples: and the least number of imitated decisions before switching.
+    """
+
+    publish_every_examples: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 500
+    publish_every_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=86_400.0)] = 60.0
+    model_deadline_ms: Annotated[float, msgspec.Meta(gt=0.0, le=10_000.0)] = 50.0
+    apprentice: bool = False
+    apprentice_match_rate: Probability = 0.9
+    apprentice_min_examples: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 500
 
 
 class FrequencyCap(_Schema, frozen=True, kw_only=True):
@@ -210,6 +269,7 @@ class ExperimentConfig(_Schema, frozen=True, kw_only=True):
     explorer: Explorer = msgspec.field(default_factory=EpsilonGreedy)
     probability_floor: Annotated[float, msgspec.Meta(ge=0.0, le=0.5)] = 0.01
     reward: RewardDefinition
+    learning: LearningSettings = msgspec.field(default_factory=LearningSettings)
     frequency_caps: list[FrequencyCap] = msgspec.field(default_factory=list)
     consent_required: bool = True
     protected_attributes: list[FieldName] = msgspec.field(default_factory=list)
@@ -256,10 +316,17 @@ _DECODER = msgspec.json.Decoder(ExperimentConfig)
 
 
 def _msgspec_field(message: str) -> str | None:
-    match = re.search(r"at `\$\.?([^`]*)`", message)
-    if match is None:
-        return None
-    return match.group(1) or None
+    # "- at `$.a.b`", or "- at `key` in `$.a.b`" for a mapping's key
+    match = re.search(r"(?:at|in) `\$\.?([^`]*)`", message)
+    path = match.group(1) if match is not None else ""
+    # msgspec writes a mapping's entry as `[...]` without its key: name the mapping instead.
+    path = path.split("[...]", 1)[0]
+    # An unknown or missing field is named by its own path, also at the top level (where
+    # msgspec gives no path at all).
+    named = re.match(r"Object (?:contains unknown|missing required) field `([^`]*)`", message)
+    if named is not None:
+        return f"{path}.{named.group(1)}" if path else named.group(1)
+    return path or None
 
 
 def decode_config(document: bytes | str) -> ExperimentConfig:
@@ -403,7 +470,9 @@ def validate_config(config: ExperimentConfig) -> CompiledExperiment:
         where = f"ab_arm.rules[{index}]"
         expression = _parse(rule.when, f"{where}.when")
         _check_fields(expression, f"{where}.when", allowed, protected)
-        _check_arm_reference(rule.offer, rule.variant, offers, f"{where}.offer")
+        _check_arm_reference(
+            rule.offer, rule.variant, offers, f"{where}.offer", variant_field=f"{where}.variant"
+        )
         rules.append((expression, rule))
     if config.ab_arm.kind == "incumbent_rules" and not rules:
         raise InvalidInput("incumbent_rules needs at least one rule", field="ab_arm.rules")
@@ -429,19 +498,11 @@ def validate_config(config: ExperimentConfig) -> CompiledExperiment:
             f"a floor of {config.probability_floor:g} over {arm_count} arms exceeds 1",
             field="probability_floor",
         )
-    reward = config.reward
-    for event, weight in reward.event_weights.items():
-        if not math.isfinite(weight):
-            raise InvalidInput("weights must be finite", field=f"reward.event_weights.{event}")
-    if not math.isfinite(reward.default_reward):
-        raise InvalidInput("must be finite", field="reward.default_reward")
-    if (
-        reward.reward_wait_hours is not None
-        and reward.reward_wait_hours < reward.attribution_window_hours
-    ):
+    _check_reward(config.reward)
+    if config.learning.apprentice and config.ab_arm.kind != "incumbent_rules":
         raise InvalidInput(
-            "the reward wait time cannot be shorter than the attribution window",
-            field="reward.reward_wait_hours",
+            "apprentice mode imitates the incumbent rules: set ab_arm.kind to incumbent_rules",
+            field="learning.apprentice",
         )
     for index, name in enumerate(config.protected_attributes):
         if name.split(".", 1)[0] not in CONTEXT_SECTIONS:
@@ -460,10 +521,37 @@ def validate_config(config: ExperimentConfig) -> CompiledExperiment:
     )
 
 
+def _check_reward(reward: RewardDefinition) -> None:
+    names = [reward.name] + [h.name for h in reward.report_horizons]
+    for index, horizon in enumerate(reward.horizons()):
+        where = "reward" if index == 0 else f"reward.report_horizons[{index - 1}]"
+        if names.index(horizon.name) != index:
+            raise InvalidInput(f"duplicate horizon {horizon.name!r}", field=f"{where}.name")
+        for event, weight in horizon.event_weights.items():
+            if not math.isfinite(weight):
+                raise InvalidInput("weights must be finite", field=f"{where}.event_weights.{event}")
+        if not math.isfinite(horizon.default_reward):
+            raise InvalidInput("must be finite", field=f"{where}.default_reward")
+        if (
+            horizon.reward_wait_hours is not None
+            and horizon.reward_wait_hours < horizon.attribution_window_hours
+        ):
+            raise InvalidInput(
+                "the reward wait time cannot be shorter than the attribution window",
+                field=f"{where}.reward_wait_hours",
+            )
+
+
 def _check_arm_reference(
-    offer: str, variant: str | None, offers: Mapping[str, Offer], field: str
+    offer: str,
+    variant: str | None,
+    offers: Mapping[str, Offer],
+    field: str,
+    variant_field: str | None = None,
 ) -> None:
     if offer not in offers:
         raise InvalidInput(f"unknown offer {offer!r}", field=field)
     if variant is not None and variant not in {v.key for v in offers[offer].variants}:
-        raise InvalidInput(f"offer {offer!r} has no variant {variant!r}", field=field)
+        raise InvalidInput(
+            f"offer {offer!r} has no variant {variant!r}", field=variant_field or field
+        )

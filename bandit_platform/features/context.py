@@ -40,7 +40,10 @@ def _check_value(spec: ContextField, value: object, field: str) -> ContextValue:
     if spec.type == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInput("must be a number", field=field)
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float (JSON allows any size)
+            number = math.inf
         if not math.isfinite(number):
             raise InvalidInput("must be a finite number", field=field)
         return number

@@ -49,7 +49,10 @@ def check_probabilities(raw: Sequence[float], floor: float) -> CheckedProbabilit
     if k == 0:
         raise ValueError("a probability vector needs at least one entry")
     effective_floor = min(floor, 1.0 / k)
-    total = math.fsum(raw) if all(math.isfinite(p) and p >= 0.0 for p in raw) else math.nan
+    try:
+        total = math.fsum(raw) if all(math.isfinite(p) and p >= 0.0 for p in raw) else math.nan
+    except OverflowError:  # finite entries whose sum exceeds the float range
+        total = math.nan
     if not math.isfinite(total) or total <= 0.0:
         uniform = tuple(1.0 / k for _ in range(k))
         return CheckedProbabilities(uniform, floored=False, replaced=True)

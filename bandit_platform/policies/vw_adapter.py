@@ -87,6 +87,20 @@ def example_lines(
     return lines
 
 
+def _without_random_seed(arguments: Sequence[str]) -> list[str]:
+    """The arguments without `--random_seed N` (or `--random_seed=N`)."""
+    result: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--random_seed":
+            skip = True
+        elif not argument.startswith("--random_seed="):
+            result.append(argument)
+    return result
+
+
 class ContextualBanditModel:
     """A VW `--cb_explore_adf` workspace, safe to share between threads."""
 
@@ -95,7 +109,11 @@ class ContextualBanditModel:
         if model_data is None:
             self._workspace = vw.Workspace(self.arguments)
         else:
-            self._workspace = vw.Workspace(self.arguments, model_data=model_data)
+            # The model stores its random state as `random_seed`, and `--bag` advances it while
+            # learning; passing the original seed again would make VW refuse to load the model.
+            self._workspace = vw.Workspace(
+                _without_random_seed(self.arguments), model_data=model_data
+            )
         self._parser = vw.TextFormatParser(self._workspace)
         self._lock = threading.Lock()
 
@@ -131,3 +149,36 @@ class ContextualBanditModel:
         """The model's bytes, loadable by `ContextualBanditModel(arguments, model_data=...)`."""
         with self._lock:
             return self._workspace.serialize()
+
+
+def dsjson_line(
+    shared: Namespaces,
+    actions: Sequence[Namespaces],
+    chosen: int,
+    reward: float,
+    probabilities: Sequence[float],
+    event_id: str,
+    timestamp: str,
+) -> str:
+    """One decision in VW's dsjson format (as written by VW's own logging), cost = -reward.
+
+    Features keep the names and values of the text format, so a model trained from the export
+    sees exactly what the online learner saw.
+    """
+    import json
+
+    def namespaces(features: Namespaces) -> dict[str, dict[str, float]]:
+        return {ns: dict(pairs) for ns, pairs in features.items()}
+
+    document = {
+        "_label_cost": -reward,
+        "_label_probability": probabilities[chosen],
+        "_label_Action": chosen + 1,
+        "_labelIndex": chosen,
+        "EventId": event_id,
+        "Timestamp": timestamp,
+        "a": [chosen + 1] + [i + 1 for i in range(len(actions)) if i != chosen],
+        "c": {**namespaces(shared), "_multi": [namespaces(a) for a in actions]},
+        "p": [probabilities[chosen]] + [p for i, p in enumerate(probabilities) if i != chosen],
+    }
+    return json.dumps(document, separators=(",", ":"))

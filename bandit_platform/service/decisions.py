@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: How many learned examples halve the exploration rate of the epsilon-decay explorer.
 EPSILON_HALF_LIFE_EXAMPLES = 10_000
+#: Longest text value, and longest list, a decision's context may carry.
+MAX_CONTEXT_TEXT = 200
+MAX_CONTEXT_LIST = 50
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,28 @@ def _first_variant(offer: Offer) -> Arm:
     return Arm(offer.key, offer.variants[0].key)
 
 
+def check_request(request: DecisionRequest) -> None:
+    """Reject what no experiment accepts: oversized context values, naive timestamps.
+
+    Raises:
+        InvalidInput: naming the field.
+    """
+    if request.requested_at is not None and request.requested_at.tzinfo is None:
+        raise InvalidInput("must carry a timezone (e.g. Z)", field="requested_at")
+    for section, fields in request.context.items():
+        for name, value in fields.items():
+            items = value if isinstance(value, list) else [value]
+            if len(items) > MAX_CONTEXT_LIST:
+                raise InvalidInput(
+                    f"at most {MAX_CONTEXT_LIST} items", field=f"context.{section}.{name}"
+                )
+            if any(isinstance(item, str) and len(item) > MAX_CONTEXT_TEXT for item in items):
+                raise InvalidInput(
+                    f"text longer than {MAX_CONTEXT_TEXT} characters",
+                    field=f"context.{section}.{name}",
+                )
+
+
 def request_fingerprint(request: DecisionRequest, customer_key: str) -> str:
     """SHA-256 of the request's content, to tell a replay from a reuse of its request id."""
     body = {
@@ -112,9 +137,11 @@ class DecisionService:
         Raises:
             NotFound: unknown experiment.
             Conflict: the experiment is not running; the request id is being used concurrently.
-            InvalidInput: unknown surface, context outside the allow-list, request id reused
-                with another body. Nothing is written in any of these cases.
+            InvalidInput: unknown surface, context outside the allow-list or its size limits,
+                a timestamp without timezone, request id reused with another body. Nothing is
+                written in any of these cases.
         """
+        check_request(request)
         now = self.platform.clock()
         customer_key = self.platform.pseudonym(request.customer_id)
         fingerprint = request_fingerprint(request, customer_key)
@@ -396,7 +423,8 @@ class DecisionService:
                 choice.probabilities, decision_seed(experiment_row.salt, decision_id)
             )
         arm = choice.arms[choice.chosen]
-        personalised = choice.reason != DecisionReason.NO_CONSENT
+        # Without consent no context is kept, whatever the group (holdout included).
+        consented = request.consent is True or not compiled.config.consent_required
         explanation = "; ".join([choice.explanation, *choice.notes])[:500]
         assert experiment_row.id is not None
         return DecisionRow(
@@ -409,7 +437,7 @@ class DecisionService:
             surface=request.surface,
             group=group.value,
             reason=choice.reason.value,
-            context=dict(context.values) if personalised else {},
+            context=dict(context.values) if consented else {},
             eligible=[a.key for a in choice.arms],
             probabilities={
                 a.key: p for a, p in zip(choice.arms, choice.probabilities, strict=True)

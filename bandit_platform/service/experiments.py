@@ -17,7 +17,8 @@ from bandit_platform.domain.config import (
 )
 from bandit_platform.domain.decisions import STATUS_TRANSITIONS, ExperimentStatus
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
-from bandit_platform.service.models import ensure_model
+from bandit_platform.service.learner import ensure_model
+from bandit_platform.service.models import copy_snapshot
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import ExperimentRow, ExperimentVersionRow, OfferRow
@@ -173,7 +174,7 @@ class ExperimentService:
             )
             self._sync_offers(session, row.id, compiled)
             if row.status == ExperimentStatus.RUNNING:
-                ensure_model(session, experiment_id=row.id, experiment=compiled, at=now)
+                ensure_model(self.platform, session, experiment=row, compiled=compiled, at=now)
             repositories.audit(
                 session,
                 at=now,
@@ -214,7 +215,11 @@ class ExperimentService:
                 raise Conflict(f"cannot go from {current.value} to {status.value}", field="status")
             if status == ExperimentStatus.RUNNING:
                 ensure_model(
-                    session, experiment_id=row.id, experiment=self.platform.compiled(row), at=now
+                    self.platform,
+                    session,
+                    experiment=row,
+                    compiled=self.platform.compiled(row),
+                    at=now,
                 )
             row.status = status
             row.updated_at = now
@@ -237,3 +242,62 @@ class ExperimentService:
                 {"at": a.at, "actor": a.actor, "action": a.action, "details": a.details}
                 for a in repositories.audit_log(session, row.id)
             ]
+
+    def models(self, key: str) -> list[dict[str, Any]]:
+        """The experiment's model snapshots, newest first (without their bytes)."""
+        with self.platform.session() as session:
+            row = self._require(session, key)
+            assert row.id is not None
+            return [
+                {
+                    "version": s.version,
+                    "created_at": s.created_at,
+                    "examples_seen": s.examples_seen,
+                    "checksum": s.checksum,
+                    "size_bytes": s.size_bytes,
+                    "intact": repositories.snapshot_is_intact(s),
+                    "note": s.note,
+                    "match_rate": s.match_rate,
+                }
+                for s in repositories.snapshots(session, row.id)
+            ]
+
+    def rollback_model(self, key: str, version: int, actor: str) -> dict[str, Any]:
+        """Serve an earlier model again: its bytes become the newest version.
+
+        The learner continues from the rolled-back model and does not learn again from the
+        rewards the discarded versions had learned.
+
+        Raises:
+            NotFound: no such experiment or version.
+            InvalidInput: the chosen snapshot is corrupt.
+        """
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = self._require(session, key)
+            assert row.id is not None
+            source = repositories.snapshot(session, row.id, version)
+            if source is None:
+                raise NotFound(f"no model version {version}", field="version")
+            if not repositories.snapshot_is_intact(source):
+                raise InvalidInput(f"model version {version} is corrupt", field="version")
+            newest = repositories.snapshot(
+                session, row.id, repositories.latest_snapshot_version(session, row.id) or 0
+            )
+            cursor = newest.last_reward_id if newest is not None else source.last_reward_id
+            copy = copy_snapshot(
+                session,
+                source=source,
+                at=now,
+                last_reward_id=cursor,
+                note=f"rollback to v{version}",
+            )
+            repositories.audit(
+                session,
+                at=now,
+                actor=actor,
+                action="model.rollback",
+                experiment_id=row.id,
+                details={"to_version": version, "new_version": copy.version},
+            )
+            return {"version": copy.version, "rolled_back_to": version}

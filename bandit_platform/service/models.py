@@ -7,8 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from bandit_platform.domain.config import CompiledExperiment
-from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
+from bandit_platform.policies.vw_adapter import ContextualBanditModel
 from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import ModelSnapshotRow
 
@@ -20,8 +19,15 @@ def publish_snapshot(
     model: ContextualBanditModel,
     examples_seen: int,
     at: datetime,
+    last_reward_id: int = 0,
+    note: str = "",
+    match_rate: float | None = None,
 ) -> ModelSnapshotRow:
-    """Store the model as the experiment's next version (in the caller's transaction)."""
+    """Store the model as the experiment's next version (in the caller's transaction).
+
+    `last_reward_id` is the learner's cursor: the model has learned every learnable reward up
+    to it, so a learner that loads this snapshot continues after it.
+    """
     data = model.serialize()
     version = (repositories.latest_snapshot_version(session, experiment_id) or 0) + 1
     row = ModelSnapshotRow(
@@ -33,29 +39,38 @@ def publish_snapshot(
         size_bytes=len(data),
         data=data,
         created_at=at,
+        last_reward_id=last_reward_id,
+        note=note[:200],
+        match_rate=match_rate,
     )
     session.add(row)
     session.flush()
     return row
 
 
-def ensure_model(
-    session: Session, *, experiment_id: int, experiment: CompiledExperiment, at: datetime
-) -> ModelSnapshotRow | None:
-    """Publish a cold model when the experiment has none for its current explorer.
-
-    Returns the new snapshot, or None when the newest one already fits the configuration.
-    """
-    arguments = model_arguments(experiment.config.explorer)
-    newest = repositories.latest_snapshot_version(session, experiment_id)
-    if newest is not None:
-        row = repositories.snapshot(session, experiment_id, newest)
-        if row is not None and row.arguments == arguments:
-            return None
-    return publish_snapshot(
-        session,
-        experiment_id=experiment_id,
-        model=ContextualBanditModel(arguments),
-        examples_seen=0,
-        at=at,
+def copy_snapshot(
+    session: Session,
+    *,
+    source: ModelSnapshotRow,
+    at: datetime,
+    last_reward_id: int,
+    note: str,
+) -> ModelSnapshotRow:
+    """Publish the bytes of an earlier snapshot as the newest version (a rollback)."""
+    version = (repositories.latest_snapshot_version(session, source.experiment_id) or 0) + 1
+    row = ModelSnapshotRow(
+        experiment_id=source.experiment_id,
+        version=version,
+        arguments=list(source.arguments),
+        checksum=source.checksum,
+        examples_seen=source.examples_seen,
+        size_bytes=source.size_bytes,
+        data=source.data,
+        created_at=at,
+        last_reward_id=last_reward_id,
+        note=note[:200],
+        match_rate=source.match_rate,
     )
+    session.add(row)
+    session.flush()
+    return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from bandit_platform.settings import Settings
 from bandit_platform.storage import repositories
 from bandit_platform.storage.database import create_engine
 from bandit_platform.storage.tables import ExperimentRow
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -51,6 +54,7 @@ class Platform:
         self.clock = clock
         self._compiled: dict[tuple[int, int], CompiledExperiment] = {}
         self._models: dict[int, LoadedModel] = {}
+        self._bad_snapshots: dict[int, set[int]] = {}
         self._lock = threading.Lock()
 
     def session(self) -> Session:
@@ -74,8 +78,28 @@ class Platform:
                 self._compiled[cache_key] = found
         return found
 
+    def compiled_version(
+        self, session: Session, experiment_id: int, version: int
+    ) -> CompiledExperiment:
+        """The compiled configuration an experiment had at `version` (cached)."""
+        cache_key = (experiment_id, version)
+        found = self._compiled.get(cache_key)
+        if found is None:
+            config = repositories.experiment_version_config(session, experiment_id, version)
+            if config is None:
+                raise LookupError(f"experiment {experiment_id} has no version {version}")
+            found = validate_config(config_from_builtins(config))
+            with self._lock:
+                self._compiled[cache_key] = found
+        return found
+
     def model(self, session: Session, experiment_id: int) -> LoadedModel | None:
-        """The newest model snapshot of an experiment, reloaded when a newer one appears."""
+        """The newest valid model snapshot of an experiment, reloaded when a newer one appears.
+
+        Looks for a newer version at most every `model_refresh_seconds`. A snapshot whose bytes
+        do not match its checksum, or that VW cannot load, is skipped, logged and counted
+        (`snapshots.corrupt`); the next older valid one is used instead.
+        """
         loaded = self._models.get(experiment_id)
         now = time.monotonic()
         if loaded is not None and now - loaded.checked_at < self.settings.model_refresh_seconds:
@@ -83,24 +107,47 @@ class Platform:
         newest = repositories.latest_snapshot_version(session, experiment_id)
         if newest is None:
             return None
-        if loaded is not None and loaded.version == newest:
+        if loaded is not None and newest <= loaded.version:
             loaded.checked_at = now
             return loaded
-        row = repositories.snapshot(session, experiment_id, newest)
-        if row is None:
-            return loaded
-        if hashlib.sha256(row.data).hexdigest() != row.checksum:
-            # A corrupt snapshot is never served; keep the model we have.
-            return loaded
-        fresh = LoadedModel(
-            version=row.version,
-            model=ContextualBanditModel(row.arguments, model_data=row.data),
-            examples_seen=row.examples_seen,
-            checked_at=now,
+        floor = loaded.version if loaded is not None else 0
+        for version in range(newest, floor, -1):
+            if version in self._bad_snapshots.get(experiment_id, set()):
+                continue
+            row = repositories.snapshot(session, experiment_id, version)
+            if row is None:
+                continue
+            try:
+                if not repositories.snapshot_is_intact(row):
+                    raise ValueError("checksum mismatch")
+                model = ContextualBanditModel(row.arguments, model_data=row.data)
+            except Exception as exc:
+                self._report_bad_snapshot(experiment_id, version, exc)
+                continue
+            fresh = LoadedModel(
+                version=row.version,
+                model=model,
+                examples_seen=row.examples_seen,
+                checked_at=now,
+            )
+            with self._lock:
+                self._models[experiment_id] = fresh
+            return fresh
+        if loaded is not None:
+            loaded.checked_at = now
+        return loaded
+
+    def _report_bad_snapshot(self, experiment_id: int, version: int, exc: Exception) -> None:
+        logger.error(
+            "model snapshot v%s of experiment %s is corrupt and skipped: %s",
+            version,
+            experiment_id,
+            exc,
         )
         with self._lock:
-            self._models[experiment_id] = fresh
-        return fresh
+            self._bad_snapshots.setdefault(experiment_id, set()).add(version)
+        with self.session() as session, session.begin():
+            repositories.increment_counter(session, "snapshots.corrupt")
 
     def close(self) -> None:
         """Release the database connections."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -15,6 +16,7 @@ from bandit_platform.storage.tables import (
     CounterRow,
     DecisionRow,
     ExperimentRow,
+    ExperimentVersionRow,
     ModelSnapshotRow,
     OfferRow,
     OutcomeRow,
@@ -97,6 +99,28 @@ def snapshot(session: Session, experiment_id: int, version: int) -> ModelSnapsho
             ModelSnapshotRow.experiment_id == experiment_id, ModelSnapshotRow.version == version
         )
     ).first()
+
+
+def snapshot_is_intact(row: ModelSnapshotRow) -> bool:
+    """True when the snapshot's bytes match its SHA-256 checksum."""
+    return hashlib.sha256(row.data).hexdigest() == row.checksum
+
+
+def snapshots(session: Session, experiment_id: int) -> Sequence[ModelSnapshotRow]:
+    """Every snapshot of an experiment, newest first."""
+    return session.exec(
+        select(ModelSnapshotRow)
+        .where(ModelSnapshotRow.experiment_id == experiment_id)
+        .order_by(col(ModelSnapshotRow.version).desc())
+    ).all()
+
+
+def experiment_version_config(
+    session: Session, experiment_id: int, version: int
+) -> dict[str, object] | None:
+    """The configuration an experiment had at `version`, or None."""
+    row = session.get(ExperimentVersionRow, (experiment_id, version))
+    return None if row is None else row.config
 
 
 def outcome_by_idempotency_key(session: Session, api_key_id: int, key: str) -> OutcomeRow | None:
