@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,6 +150,64 @@ def cmd_experiment_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_learner(args: argparse.Namespace) -> int:
+    from bandit_platform.service.learner import LearnerRunner
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    platform = Platform(settings)
+    runner = LearnerRunner(platform, interval_seconds=args.interval)
+    try:
+        while True:
+            report = runner.step()
+            if report is None:
+                print("another process holds the learner lease; retrying", flush=True)
+            elif report.rewards_closed or report.examples_learned or report.snapshots_published:
+                print(
+                    f"closed {report.rewards_closed} rewards, learned "
+                    f"{report.examples_learned}, published {report.snapshots_published}",
+                    flush=True,
+                )
+            if args.once:
+                return 0 if report is not None else 1
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        runner.lease.release()
+        platform.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from bandit_platform.service.export import export_log
+
+    settings = _settings()
+    platform = Platform(settings)
+    try:
+        summary = export_log(platform, args.experiment, Path(args.out))
+    finally:
+        platform.close()
+    print(f"{summary.decisions} decisions -> {summary.parquet}")
+    print(f"{summary.dsjson_examples} learnable examples -> {summary.dsjson}")
+    return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    settings = _settings()
+    platform = Platform(settings)
+    try:
+        service = ExperimentService(platform)
+        if args.model_command == "rollback":
+            result = service.rollback_model(args.experiment, args.version, actor="cli")
+            print(f"serving the model of v{args.version} as v{result['version']}")
+        else:
+            result = service.warm_start(args.experiment, actor="cli")
+            print(f"v{result['version']} trained on {result['examples_seen']} logged decisions")
+    finally:
+        platform.close()
+    return 0
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -196,6 +255,27 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("file")
     apply.add_argument("--start", action="store_true", help="start it after applying")
     apply.set_defaults(handler=cmd_experiment_apply)
+    learner = commands.add_parser(
+        "learner", help="run the learner as its own process (takes the lease when free)"
+    )
+    learner.add_argument("--once", action="store_true", help="one pass, then exit")
+    learner.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    learner.set_defaults(handler=cmd_learner)
+
+    export = commands.add_parser("export", help="write the joined log as Parquet and dsjson")
+    export.add_argument("--experiment", required=True)
+    export.add_argument("--out", required=True, help="directory to write into")
+    export.set_defaults(handler=cmd_export)
+
+    model = commands.add_parser("model", help="model snapshots")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    rollback = model_commands.add_parser("rollback", help="serve an earlier version again")
+    rollback.add_argument("--experiment", required=True)
+    rollback.add_argument("--version", type=int, required=True)
+    rollback.set_defaults(handler=cmd_model)
+    warm = model_commands.add_parser("warm-start", help="retrain from all logged decisions")
+    warm.add_argument("--experiment", required=True)
+    warm.set_defaults(handler=cmd_model)
     return parser
 
 

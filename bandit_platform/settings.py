@@ -26,6 +26,9 @@ class Settings:
             the server's clock and still be accepted.
         model_refresh_seconds: how often a worker looks for a newer model snapshot.
         pool_size: database connections per worker.
+        run_learner: run the learner in a background thread of each worker (one of them
+            holds the lease and learns); off for tests that drive the learner themselves.
+        learner_interval_seconds: pause between two passes of the learner.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -34,6 +37,8 @@ class Settings:
     clock_skew_seconds: float = 300.0
     model_refresh_seconds: float = 1.0
     pool_size: int = 10
+    run_learner: bool = False
+    learner_interval_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
@@ -41,7 +46,10 @@ class Settings:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from `DATABASE_URL` and `BANDIT_PSEUDONYM_KEY`.
+        """Settings from the environment.
+
+        `DATABASE_URL`, `BANDIT_PSEUDONYM_KEY`, `BANDIT_LEARNER` (`on` or `off`),
+        `BANDIT_LEARNER_INTERVAL_SECONDS`, `BANDIT_MODEL_REFRESH_SECONDS`.
 
         Without `BANDIT_PSEUDONYM_KEY`, a SQLite database keeps a random key in a file beside
         it (mode 0600), created on first use; PostgreSQL requires the variable.
@@ -50,7 +58,13 @@ class Settings:
         url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
         key_text = env.get("BANDIT_PSEUDONYM_KEY")
         key = key_text.encode() if key_text else _local_key(url)
-        return cls(database_url=url, pseudonym_key=key)
+        return cls(
+            database_url=url,
+            pseudonym_key=key,
+            run_learner=env.get("BANDIT_LEARNER", "on") != "off",
+            learner_interval_seconds=float(env.get("BANDIT_LEARNER_INTERVAL_SECONDS", "1.0")),
+            model_refresh_seconds=float(env.get("BANDIT_MODEL_REFRESH_SECONDS", "1.0")),
+        )
 
 
 def _local_key(url: str) -> bytes:

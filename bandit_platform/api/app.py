@@ -10,7 +10,10 @@ from litestar.openapi.config import OpenAPIConfig
 from bandit_platform.api.controllers import (
     DecisionController,
     ExperimentController,
+    ModelController,
     OutcomeController,
+    explorers,
+    learner_status,
     live,
     ready,
 )
@@ -18,6 +21,7 @@ from bandit_platform.api.errors import EXCEPTION_HANDLERS
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionService
 from bandit_platform.service.experiments import ExperimentService
+from bandit_platform.service.learner import LearnerRunner
 from bandit_platform.service.outcomes import OutcomeService
 from bandit_platform.service.platform import Platform
 from bandit_platform.settings import Settings
@@ -26,6 +30,8 @@ from bandit_platform.settings import Settings
 def create_app(settings: Settings, platform: Platform | None = None) -> Litestar:
     """Build the app on a platform (made from `settings` unless given)."""
     platform = platform or Platform(settings)
+    runner = LearnerRunner(platform, interval_seconds=settings.learner_interval_seconds)
+    startup = [runner.start] if settings.run_learner else []
     state = State(
         {
             "platform": platform,
@@ -33,10 +39,20 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             "decisions": DecisionService(platform),
             "outcomes": OutcomeService(platform),
             "experiments": ExperimentService(platform),
+            "learner": runner,
         }
     )
     return Litestar(
-        route_handlers=[DecisionController, OutcomeController, ExperimentController, live, ready],
+        route_handlers=[
+            DecisionController,
+            OutcomeController,
+            ExperimentController,
+            ModelController,
+            learner_status,
+            explorers,
+            live,
+            ready,
+        ],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
@@ -47,7 +63,8 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             description="Contextual-bandit offers for digital banking: decide, then report "
             "outcomes.",
         ),
-        on_shutdown=[platform.close],
+        on_startup=startup,
+        on_shutdown=[runner.stop, platform.close],
         debug=False,
     )
 

@@ -16,15 +16,20 @@ from bandit_platform.api.schemas import (
     DecisionRequestBody,
     DecisionResponseBody,
     ExperimentResponseBody,
+    LearnerStatusBody,
+    ModelBody,
     OutcomeRequestBody,
     OutcomeResponseBody,
+    RollbackBody,
     StatusChangeBody,
 )
 from bandit_platform.domain.access import AppIdentity
-from bandit_platform.domain.config import ExperimentConfig
+from bandit_platform.domain.config import ExperimentConfig, explorer_catalogue
 from bandit_platform.domain.decisions import Decision
 from bandit_platform.service.decisions import DecisionRequest, offer_probabilities
 from bandit_platform.service.experiments import ExperimentView
+from bandit_platform.service.leader import learner_lease
+from bandit_platform.service.learner import LearnerRunner
 from bandit_platform.service.outcomes import OutcomeRequest
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage.database import current_revision, head_revision
@@ -202,6 +207,64 @@ class ExperimentController(Controller):
     def audit(self, request: Request[Any, Any, Any], key: FromPath[str]) -> list[AuditEntryBody]:
         """The experiment's audit log, newest first."""
         return [AuditEntryBody(**row) for row in request.app.state.experiments.audit_log(key)]
+
+
+class ModelController(Controller):
+    """Model snapshots of an experiment: list them, roll back to one."""
+
+    path = "/v1/experiments/{key:str}/models"
+    tags = ["models"]
+    guards = _GUARDED["guards"]
+    dependencies = _GUARDED["dependencies"]
+
+    @get("/", opt={"scope": "read"}, sync_to_thread=True)
+    def list_models(self, request: Request[Any, Any, Any], key: FromPath[str]) -> list[ModelBody]:
+        """Every model version, newest first (the newest valid one is served)."""
+        return [ModelBody(**m) for m in request.app.state.experiments.models(key)]
+
+    @post("/rollback", opt={"scope": "manage"}, sync_to_thread=True, status_code=HTTP_200_OK)
+    def rollback(
+        self,
+        request: Request[Any, Any, Any],
+        key: FromPath[str],
+        data: JSONBody[RollbackBody],
+        app_identity: NamedDependency[AppIdentity],
+    ) -> dict[str, int]:
+        """Serve an earlier model version again (published as the newest; audited)."""
+        result: dict[str, int] = request.app.state.experiments.rollback_model(
+            key, data.version, app_identity.actor
+        )
+        return result
+
+
+@get("/v1/learner", tags=["models"], opt={"scope": "read"}, sync_to_thread=True, **_GUARDED)
+def learner_status(request: Request[Any, Any, Any]) -> LearnerStatusBody:
+    """Who the learner is now, when it last worked, and what this worker sees."""
+    runner: LearnerRunner = request.app.state.learner
+    lease = learner_lease(request.app.state.platform)
+    report = runner.last_report
+    return LearnerStatusBody(
+        holder=lease.holder if lease else None,
+        acquired_at=lease.acquired_at if lease else None,
+        heartbeat_at=lease.heartbeat_at if lease else None,
+        details=lease.details if lease else {},
+        this_worker=runner.lease.holder,
+        this_worker_holds=runner.lease.held,
+        last_error=runner.last_error,
+        last_report=None
+        if report is None
+        else {
+            "rewards_closed": report.rewards_closed,
+            "examples_learned": report.examples_learned,
+            "snapshots_published": report.snapshots_published,
+        },
+    )
+
+
+@get("/v1/explorers", tags=["experiments"], sync_to_thread=False)
+def explorers() -> list[dict[str, Any]]:
+    """The bandit's exploration strategies, each explained in one sentence."""
+    return explorer_catalogue()
 
 
 @get("/health/live", tags=["health"], sync_to_thread=False)

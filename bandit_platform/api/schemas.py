@@ -110,3 +110,35 @@ class AuditEntryBody(msgspec.Struct, kw_only=True):
     actor: str
     action: str
     details: dict[str, Any]
+
+
+class ModelBody(msgspec.Struct, kw_only=True):
+    """One model snapshot (without its bytes)."""
+
+    version: int
+    created_at: datetime
+    examples_seen: int
+    checksum: str
+    size_bytes: int
+    intact: bool
+    note: str
+    match_rate: float | None
+
+
+class RollbackBody(_Body, kw_only=True):
+    """`POST /v1/experiments/{key}/models/rollback`."""
+
+    version: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class LearnerStatusBody(msgspec.Struct, kw_only=True):
+    """The learner lease as operators see it."""
+
+    holder: str | None
+    acquired_at: datetime | None
+    heartbeat_at: datetime | None
+    details: dict[str, Any]
+    this_worker: str
+    this_worker_holds: bool
+    last_error: str | None
+    last_report: dict[str, Any] | None

@@ -164,6 +164,32 @@ class Cover(_Schema, frozen=True, kw_only=True, tag="cover", tag_field="kind"):
 
 
 Explorer = EpsilonGreedy | EpsilonDecay | ExploreFirst | Softmax | SquareCB | Bagging | Cover
+EXPLORERS: tuple[type[_Schema], ...] = (
+    EpsilonGreedy,
+    EpsilonDecay,
+    ExploreFirst,
+    Softmax,
+    SquareCB,
+    Bagging,
+    Cover,
+)
+
+
+def explorer_catalogue() -> list[dict[str, Any]]:
+    """Every explorer with its one-sentence explanation and its parameters' defaults."""
+    catalogue = []
+    for explorer_type in EXPLORERS:
+        default = explorer_type()
+        parameters = msgspec.to_builtins(default)
+        kind = parameters.pop("kind")
+        catalogue.append(
+            {
+                "kind": kind,
+                "explanation": (explorer_type.__doc__ or "").strip().splitlines()[0],
+                "parameters": parameters,
+            }
+        )
+    return catalogue
 
 
 class RewardHorizon(_Schema, frozen=True, kw_only=True):

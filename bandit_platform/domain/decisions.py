@@ -45,6 +45,7 @@ class DecisionReason(enum.StrEnum):
     NO_ELIGIBLE_OFFER = "no_eligible_offer"
     CUSTOMER_CAP = "customer_cap"
     MODEL_FALLBACK = "model_fallback"
+    APPRENTICE = "apprentice"
 
 
 #: Reasons whose decisions a learner may use: the policy chose with a logged propensity.

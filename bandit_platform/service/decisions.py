@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -266,6 +267,8 @@ class DecisionService:
             return choice
         if group == Group.AB:
             choice = self._ab(compiled, context, eligible, arms)
+        elif config.learning.apprentice and experiment_row.apprentice_state != "online":
+            choice = self._apprentice(compiled, context, eligible, arms)
         else:
             choice = self._bandit(
                 session, experiment_row, compiled, context, arms, fallback, decision_id
@@ -343,6 +346,32 @@ class DecisionService:
             )
         return _no_offer(DecisionReason.AB_DEFAULT, "A-B group: no incumbent rule matched")
 
+    def _apprentice(
+        self,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        eligible: Sequence[Offer],
+        arms: list[Arm],
+    ) -> _Choice:
+        """Serve the incumbent rules while the model learns to imitate them.
+
+        Every eligible arm is logged (probability 0 but the chosen one), so that the learner
+        can rebuild the choice set it imitates.
+        """
+        rule_choice = self._ab(compiled, context, eligible, arms)
+        chosen_arm = rule_choice.arms[0]
+        if chosen_arm not in arms:
+            arms = [*arms, chosen_arm]
+        chosen = arms.index(chosen_arm)
+        probabilities = [1.0 if i == chosen else 0.0 for i in range(len(arms))]
+        return _Choice(
+            DecisionReason.APPRENTICE,
+            arms,
+            probabilities,
+            chosen,
+            "apprentice: " + rule_choice.explanation.removeprefix("A-B group: "),
+        )
+
     def _bandit(
         self,
         session: Session,
@@ -368,12 +397,23 @@ class DecisionService:
                 )
                 for a in arms
             ]
+            started = time.perf_counter()
             try:
                 raw = loaded.model.predict(shared, actions)
+                why = ""
             except Exception:
                 logger.exception("model prediction failed for experiment %s", experiment_row.key)
+                why = "the model failed"
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            if raw is not None and elapsed_ms > config.learning.model_deadline_ms:
+                raw = None
+                why = (
+                    f"the model took {elapsed_ms:.1f} ms, over the "
+                    f"{config.learning.model_deadline_ms:g} ms deadline"
+                )
+        else:
+            why = "no model"
         if loaded is None or raw is None:
-            why = "no model" if loaded is None else "the model failed"
             if fallback is not None:
                 return _single(
                     DecisionReason.MODEL_FALLBACK,

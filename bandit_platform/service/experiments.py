@@ -301,3 +301,27 @@ class ExperimentService:
                 details={"to_version": version, "new_version": copy.version},
             )
             return {"version": copy.version, "rolled_back_to": version}
+
+    def warm_start(self, key: str, actor: str) -> dict[str, Any]:
+        """Train a new model from every logged learnable decision and serve it (audited)."""
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = self._require(session, key)
+            snapshot = ensure_model(
+                self.platform,
+                session,
+                experiment=row,
+                compiled=self.platform.compiled(row),
+                at=now,
+                force=True,
+            )
+            assert snapshot is not None
+            repositories.audit(
+                session,
+                at=now,
+                actor=actor,
+                action="model.warm_start",
+                experiment_id=row.id,
+                details={"version": snapshot.version, "examples": snapshot.examples_seen},
+            )
+            return {"version": snapshot.version, "examples_seen": snapshot.examples_seen}

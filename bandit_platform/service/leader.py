@@ -145,3 +145,9 @@ def _lock_path(engine: sa.Engine) -> Path:
     if not database or database == ":memory:":
         raise RuntimeError("the learner lease needs a file database")
     return Path(database).with_suffix(".learner-lock")
+
+
+def learner_lease(platform: Platform) -> LearnerLeaseRow | None:
+    """The lease row operators read: who holds the learner and when it last worked."""
+    with platform.session() as session:
+        return session.get(LearnerLeaseRow, LEASE_NAME)

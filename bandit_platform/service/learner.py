@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bandit_platform.domain.config import NO_OFFER, CompiledExperiment
-from bandit_platform.domain.decisions import ExperimentStatus
+from bandit_platform.domain.decisions import DecisionReason, ExperimentStatus
 from bandit_platform.features.context import Namespaces, context_namespaces, offer_namespaces
 from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
 from bandit_platform.service.models import publish_snapshot
@@ -36,6 +37,9 @@ from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import DecisionRow, ExperimentRow, ModelSnapshotRow, RewardRow
 
 logger = logging.getLogger(__name__)
+
+#: How many recent imitated decisions the apprentice match rate is measured on.
+MATCH_WINDOW = 200
 
 
 @dataclass
@@ -48,6 +52,7 @@ class LoggedExample:
     chosen: int
     reward: float
     propensity: float
+    imitation: bool = False
 
 
 @dataclass
@@ -58,6 +63,13 @@ class _State:
     examples_seen: int
     pending: int = 0
     last_publish: float = field(default_factory=time.monotonic)
+    matches: deque[bool] = field(default_factory=lambda: deque(maxlen=MATCH_WINDOW))
+    imitated: int = 0
+
+    @property
+    def match_rate(self) -> float | None:
+        """Share of recent imitated decisions on which the model agreed with the rules."""
+        return sum(self.matches) / len(self.matches) if self.matches else None
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,7 @@ def logged_example(
         chosen=chosen,
         reward=reward,
         propensity=decision.propensity,
+        imitation=decision.reason == DecisionReason.APPRENTICE,
     )
 
 
@@ -113,7 +126,11 @@ def learnable_examples(
     after: int,
     limit: int,
 ) -> list[LoggedExample]:
-    """Learnable examples of the experiment's learning horizon with reward id > `after`."""
+    """Examples of the experiment's learning horizon with reward id > `after`.
+
+    Learnable decisions (bandit and uniform A-B, with a real propensity) and apprentice
+    decisions (the incumbent rules' choice, for imitation).
+    """
     assert experiment.id is not None
     horizon = platform.compiled(experiment).config.reward.name
     rows = session.execute(
@@ -122,7 +139,10 @@ def learnable_examples(
         .where(
             col(RewardRow.experiment_id) == experiment.id,
             col(RewardRow.horizon) == horizon,
-            col(RewardRow.learnable).is_(True),
+            sa.or_(
+                col(RewardRow.learnable).is_(True),
+                col(DecisionRow.reason) == DecisionReason.APPRENTICE.value,
+            ),
             col(RewardRow.id) > after,
         )
         .order_by(col(RewardRow.id))
@@ -147,8 +167,10 @@ def ensure_model(
     experiment: ExperimentRow,
     compiled: CompiledExperiment,
     at: datetime,
+    force: bool = False,
 ) -> ModelSnapshotRow | None:
-    """Publish a model for the configured explorer when the newest snapshot does not fit it.
+    """Publish a model for the configured explorer when the newest snapshot does not fit it
+    (or always, with `force`).
 
     The new model is warm-started: trained on every learnable, closed reward of the learning
     horizon logged so far (none on a new experiment, which gives a cold model), so that a
@@ -160,7 +182,7 @@ def ensure_model(
     assert experiment.id is not None
     arguments = model_arguments(compiled.config.explorer)
     newest = repositories.latest_snapshot_version(session, experiment.id)
-    if newest is not None:
+    if newest is not None and not force:
         row = repositories.snapshot(session, experiment.id, newest)
         if row is not None and row.arguments == arguments:
             return None
@@ -170,13 +192,7 @@ def ensure_model(
         examples = learnable_examples(platform, session, experiment, cursor, 5000)
         for example in examples:
             if example.chosen >= 0:
-                model.learn(
-                    example.shared,
-                    example.actions,
-                    example.chosen,
-                    example.reward,
-                    example.propensity,
-                )
+                apply_example(model, example)
                 learned += 1
             cursor = example.reward_id
         if len(examples) < 5000:
@@ -244,6 +260,38 @@ class Learner:
                 published[experiment.key] = version
         return LearnerReport(closed, learned, published)
 
+    def _maybe_go_online(
+        self, experiment: ExperimentRow, compiled: CompiledExperiment, state: _State
+    ) -> bool:
+        """Leave apprentice mode once the model matches the rules often enough."""
+        learning = compiled.config.learning
+        rate = state.match_rate
+        if (
+            not learning.apprentice
+            or experiment.apprentice_state == "online"
+            or rate is None
+            or state.imitated < learning.apprentice_min_examples
+            or rate < learning.apprentice_match_rate
+        ):
+            return False
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = session.get(ExperimentRow, experiment.id)
+            assert row is not None
+            row.apprentice_state = "online"
+            session.add(row)
+            repositories.audit(
+                session,
+                at=now,
+                actor="learner",
+                action="apprentice.online",
+                experiment_id=row.id,
+                details={"match_rate": rate, "imitated": state.imitated},
+            )
+        experiment.apprentice_state = "online"
+        logger.info("experiment %s leaves apprentice mode at match rate %.3f", experiment.key, rate)
+        return True
+
     def _learn(self, experiment: ExperimentRow) -> tuple[int, int | None]:
         assert experiment.id is not None
         compiled = self.platform.compiled(experiment)
@@ -266,22 +314,24 @@ class Learner:
                 )
             for example in examples:
                 if example.chosen >= 0:
-                    state.model.learn(
-                        example.shared,
-                        example.actions,
-                        example.chosen,
-                        example.reward,
-                        example.propensity,
-                    )
+                    agreed = apply_example(state.model, example)
+                    if agreed is not None:
+                        state.matches.append(agreed)
+                        state.imitated += 1
                     state.examples_seen += 1
                     state.pending += 1
                     total += 1
                 state.cursor = example.reward_id
             if len(examples) < self.batch_size:
                 break
-        due = state.pending >= learning.publish_every_examples or (
-            state.pending > 0
-            and time.monotonic() - state.last_publish >= learning.publish_every_seconds
+        switched = self._maybe_go_online(experiment, compiled, state)
+        due = (
+            switched
+            or state.pending >= learning.publish_every_examples
+            or (
+                state.pending > 0
+                and time.monotonic() - state.last_publish >= learning.publish_every_seconds
+            )
         )
         if not due:
             return total, None
@@ -299,12 +349,43 @@ class Learner:
                 examples_seen=state.examples_seen,
                 at=self.platform.clock(),
                 last_reward_id=state.cursor,
-                note=f"online: {state.pending} new examples",
+                note=(
+                    "apprentice reached its match rate: online from now"
+                    if switched
+                    else f"{state.pending} new examples"
+                ),
+                match_rate=state.match_rate,
             )
         state.version = row.version
         state.pending = 0
         state.last_publish = time.monotonic()
         return total, row.version
+
+
+def apply_example(model: ContextualBanditModel, example: LoggedExample) -> bool | None:
+    """Learn one logged example: a bandit update, or an imitation lesson.
+
+    Returns:
+        For an imitation lesson, whether the model already agreed with the rules; else None.
+    """
+    if example.imitation:
+        return imitate(model, example)
+    model.learn(example.shared, example.actions, example.chosen, example.reward, example.propensity)
+    return None
+
+
+def imitate(model: ContextualBanditModel, example: LoggedExample) -> bool:
+    """Teach the model the rules' choice; True when it already agreed before this lesson.
+
+    Every arm is labelled (reward 1 for the rules' choice, 0 for the others, probability 1),
+    so the model's scores rank the rules' choice first where it has learned them.
+    """
+    probabilities = model.predict(example.shared, example.actions)
+    agreed = max(range(len(probabilities)), key=probabilities.__getitem__) == example.chosen
+    for index in range(len(example.actions)):
+        reward = 1.0 if index == example.chosen else 0.0
+        model.learn(example.shared, example.actions, index, reward, 1.0)
+    return agreed
 
 
 class LearnerRunner:

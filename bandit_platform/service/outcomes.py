@@ -107,12 +107,12 @@ class OutcomeService:
                     compiled = self.platform.compiled(experiment)
                     reward = compiled.config.reward
                     if (
-                        request.event not in reward.event_weights
+                        request.event not in reward.accepted_events()
                         and request.event not in ALWAYS_ACCEPTED_EVENTS
                     ):
                         raise InvalidInput(
                             f"unknown event; expected one of "
-                            f"{sorted(reward.event_weights.keys() | ALWAYS_ACCEPTED_EVENTS)}",
+                            f"{sorted(reward.accepted_events() | ALWAYS_ACCEPTED_EVENTS)}",
                             field="event",
                         )
                     if request.occurred_at < decision.created_at - skew:
