@@ -225,12 +225,16 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def start_server(db_url: str, log: Path, *, workers: int = 1) -> Server:
+def start_server(
+    db_url: str, log: Path, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
         "BANDIT_PSEUDONYM_KEY": PSEUDONYM_KEY.decode(),
+        "BANDIT_LEARNER": "off",
+        **(env or {}),
     }
     handle = log.open("wb")
     process = subprocess.Popen(
