@@ -163,7 +163,34 @@ class Cover(_Schema, frozen=True, kw_only=True, tag="cover", tag_field="kind"):
     psi: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 1.0
 
 
-Explorer = EpsilonGreedy | EpsilonDecay | ExploreFirst | Softmax | SquareCB | Bagging | Cover
+class RND(_Schema, frozen=True, kw_only=True, tag="rnd", tag_field="kind"):
+    """Explore offers the model has seen little of for customers like this one (novelty)."""
+
+    rnd_size: Annotated[int, msgspec.Meta(ge=1, le=32)] = 3
+    alpha: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 0.1
+    inverse_lambda: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 0.1
+    epsilon: Probability = 0.0
+
+
+class SynthCover(_Schema, frozen=True, kw_only=True, tag="synthcover", tag_field="kind"):
+    """Imagine alternative plausible models and explore where they would choose differently."""
+
+    cover_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    psi: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 0.1
+    epsilon: Probability = 0.05
+
+
+Explorer = (
+    EpsilonGreedy
+    | EpsilonDecay
+    | ExploreFirst
+    | Softmax
+    | SquareCB
+    | Bagging
+    | Cover
+    | RND
+    | SynthCover
+)
 EXPLORERS: tuple[type[_Schema], ...] = (
     EpsilonGreedy,
     EpsilonDecay,
@@ -172,6 +199,8 @@ EXPLORERS: tuple[type[_Schema], ...] = (
     SquareCB,
     Bagging,
     Cover,
+    RND,
+    SynthCover,
 )
 
 

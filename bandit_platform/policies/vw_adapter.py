@@ -15,6 +15,7 @@ from typing import cast
 import vowpal_wabbit_next as vw
 
 from bandit_platform.domain.config import (
+    RND,
     Bagging,
     Cover,
     EpsilonDecay,
@@ -23,6 +24,7 @@ from bandit_platform.domain.config import (
     Explorer,
     Softmax,
     SquareCB,
+    SynthCover,
 )
 from bandit_platform.features.context import Namespaces
 
@@ -36,7 +38,9 @@ def explorer_arguments(explorer: Explorer) -> list[str]:
 
     `EpsilonDecay` runs VW greedily (`--epsilon 0`); the platform mixes in the decaying
     uniform share itself, since VW's `--epsilon_decay` is a model-selection reduction, not
-    a decaying exploration rate.
+    a decaying exploration rate. VW's RegCB is not offered: in vowpal-wabbit-next 0.7.0
+    `--regcbopt` returns score vectors that are not probabilities (every entry 1.0) and
+    `--regcb` stayed uniform on a two-segment problem where every other explorer learned.
     """
     match explorer:
         case EpsilonGreedy(epsilon=epsilon):
@@ -53,6 +57,27 @@ def explorer_arguments(explorer: Explorer) -> list[str]:
             return ["--bag", str(bag_size), "--epsilon", repr(epsilon)]
         case Cover(cover_size=cover_size, psi=psi):
             return ["--cover", str(cover_size), "--psi", repr(psi)]
+        case RND(rnd_size=size, alpha=alpha, inverse_lambda=inverse_lambda, epsilon=epsilon):
+            return [
+                "--rnd",
+                str(size),
+                "--rnd_alpha",
+                repr(alpha),
+                "--rnd_invlambda",
+                repr(inverse_lambda),
+                "--epsilon",
+                repr(epsilon),
+            ]
+        case SynthCover(cover_size=cover_size, psi=psi, epsilon=epsilon):
+            return [
+                "--synthcover",
+                "--synthcoversize",
+                str(cover_size),
+                "--synthcoverpsi",
+                repr(psi),
+                "--epsilon",
+                repr(epsilon),
+            ]
     raise TypeError(f"unknown explorer {explorer!r}")
 
 

@@ -21,6 +21,7 @@ from bandit_platform.domain.config import (
     MAX_ARMS,
     MAX_OFFERS,
     NO_OFFER,
+    RND,
     Bagging,
     Cover,
     EpsilonDecay,
@@ -30,6 +31,7 @@ from bandit_platform.domain.config import (
     Explorer,
     Softmax,
     SquareCB,
+    SynthCover,
     config_from_builtins,
     config_to_builtins,
     decode_config,
@@ -519,6 +521,14 @@ EXPLORER_DOCUMENTS: list[tuple[Document, Explorer]] = [
     ({"kind": "squarecb", "gamma_scale": 5}, SquareCB(gamma_scale=5.0)),
     ({"kind": "bagging", "bag_size": 8, "epsilon": 0.05}, Bagging(bag_size=8, epsilon=0.05)),
     ({"kind": "cover", "cover_size": 4, "psi": 0.5}, Cover(cover_size=4, psi=0.5)),
+    (
+        {"kind": "rnd", "rnd_size": 2, "alpha": 0.5, "inverse_lambda": 0.2, "epsilon": 0.01},
+        RND(rnd_size=2, alpha=0.5, inverse_lambda=0.2, epsilon=0.01),
+    ),
+    (
+        {"kind": "synthcover", "cover_size": 50, "psi": 0.2, "epsilon": 0.1},
+        SynthCover(cover_size=50, psi=0.2, epsilon=0.1),
+    ),
 ]
 
 

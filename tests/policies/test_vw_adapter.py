@@ -15,6 +15,7 @@ import pytest
 
 from bandit_platform.demo import demo_config
 from bandit_platform.domain.config import (
+    RND,
     Bagging,
     Cover,
     EpsilonDecay,
@@ -23,6 +24,7 @@ from bandit_platform.domain.config import (
     Explorer,
     Softmax,
     SquareCB,
+    SynthCover,
     validate_config,
 )
 from bandit_platform.features.context import (
@@ -48,6 +50,8 @@ EXPLORERS: list[Explorer] = [
     SquareCB(),
     Bagging(),
     Cover(),
+    RND(),
+    SynthCover(),
 ]
 EXPLORER_IDS = [type(explorer).__name__ for explorer in EXPLORERS]
 # Explore-first is uniform for its first examples: learn past them.
@@ -110,6 +114,22 @@ def trained(request: pytest.FixtureRequest) -> ContextualBanditModel:
         (SquareCB(gamma_scale=5.0), ["--squarecb", "--gamma_scale", "5.0"]),
         (Bagging(bag_size=8, epsilon=0.05), ["--bag", "8", "--epsilon", "0.05"]),
         (Cover(cover_size=4, psi=0.5), ["--cover", "4", "--psi", "0.5"]),
+        (
+            RND(rnd_size=2, alpha=0.5, inverse_lambda=0.2, epsilon=0.01),
+            ["--rnd", "2", "--rnd_alpha", "0.5", "--rnd_invlambda", "0.2", "--epsilon", "0.01"],
+        ),
+        (
+            SynthCover(cover_size=50, psi=0.2, epsilon=0.1),
+            [
+                "--synthcover",
+                "--synthcoversize",
+                "50",
+                "--synthcoverpsi",
+                "0.2",
+                "--epsilon",
+                "0.1",
+            ],
+        ),
     ],
     ids=EXPLORER_IDS,
 )
