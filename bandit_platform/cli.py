@@ -208,6 +208,28 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulators.report import write_report
+    from simulators.runner import SimulationConfig, run_simulation
+
+    config = SimulationConfig.from_toml(Path(args.config))
+    directory = Path(args.out) if args.out else Path(args.config).parent / "runs" / config.name
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(total // 200, 1) == 0:
+            filled = int(40 * done / max(total, 1))
+            bar = "#" * filled + "-" * (40 - filled)
+            print(f"\r[{bar}] {done}/{total} decisions", end="", file=sys.stderr, flush=True)
+
+    result = run_simulation(config, directory, progress=progress)
+    print(file=sys.stderr)
+    report = write_report(result)
+    for name, value in result.summary().items():
+        print(f"{name}: {value}")
+    print(f"report: {report}")
+    return 0
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -266,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--experiment", required=True)
     export.add_argument("--out", required=True, help="directory to write into")
     export.set_defaults(handler=cmd_export)
+
+    simulate = commands.add_parser(
+        "simulate", help="run a policy against the synthetic bank customers (TOML config)"
+    )
+    simulate.add_argument("config", help="a run file, e.g. experiments/smoke/run.toml")
+    simulate.add_argument("--out", help="output folder (default: runs/<name> beside the file)")
+    simulate.set_defaults(handler=cmd_simulate)
 
     model = commands.add_parser("model", help="model snapshots")
     model_commands = model.add_subparsers(dest="model_command", required=True)

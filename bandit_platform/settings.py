@@ -29,6 +29,7 @@ class Settings:
         run_learner: run the learner in a background thread of each worker (one of them
             holds the lease and learns); off for tests that drive the learner themselves.
         learner_interval_seconds: pause between two passes of the learner.
+        durable: fsync every commit (SQLite); only offline simulations turn it off.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -39,6 +40,7 @@ class Settings:
     pool_size: int = 10
     run_learner: bool = False
     learner_interval_seconds: float = 1.0
+    durable: bool = True
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:

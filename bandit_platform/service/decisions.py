@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -146,7 +145,7 @@ class DecisionService:
         now = self.platform.clock()
         customer_key = self.platform.pseudonym(request.customer_id)
         fingerprint = request_fingerprint(request, customer_key)
-        decision_id = str(uuid.uuid4())
+        decision_id = self.platform.new_id()
         try:
             with self.platform.session() as session, session.begin():
                 experiment_row = repositories.experiment_by_key(session, request.experiment)

@@ -91,8 +91,13 @@ class ExperimentService:
             row.active = False
             session.add(row)
 
-    def create(self, config: ExperimentConfig, actor: str) -> ExperimentView:
+    def create(
+        self, config: ExperimentConfig, actor: str, *, salt: str | None = None
+    ) -> ExperimentView:
         """Create an experiment in draft at version 1.
+
+        `salt` (random unless given, e.g. by a seeded simulation) keys the sticky assignment
+        and the decisions' draws.
 
         Raises:
             InvalidInput: the configuration is invalid (field named).
@@ -109,7 +114,7 @@ class ExperimentService:
                 name=config.name,
                 status=ExperimentStatus.DRAFT,
                 version=1,
-                salt=secrets.token_hex(16),
+                salt=salt or secrets.token_hex(16),
                 config=stored,
                 created_at=now,
                 updated_at=now,

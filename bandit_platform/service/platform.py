@@ -7,6 +7,7 @@ import hmac
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,9 +49,15 @@ class Platform:
         *,
         engine: sa.Engine | None = None,
         clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = engine or create_engine(settings.database_url, pool_size=settings.pool_size)
+        #: Makes decision ids (random UUIDs; a simulation injects a seeded source so that its
+        #: draws, which are seeded by the decision id, reproduce).
+        self.new_id: Callable[[], str] = new_id or (lambda: str(uuid.uuid4()))
+        self.engine = engine or create_engine(
+            settings.database_url, pool_size=settings.pool_size, durable=settings.durable
+        )
         self.clock = clock
         self._compiled: dict[tuple[int, int], CompiledExperiment] = {}
         self._models: dict[int, LoadedModel] = {}
@@ -98,7 +105,8 @@ class Platform:
 
         Looks for a newer version at most every `model_refresh_seconds`. A snapshot whose bytes
         do not match its checksum, or that VW cannot load, is skipped, logged and counted
-        (`snapshots.corrupt`); the next older valid one is used instead.
+        (`snapshots.corrupt`, in the caller's transaction); the next older valid one is used
+        instead.
         """
         loaded = self._models.get(experiment_id)
         now = time.monotonic()
@@ -122,7 +130,7 @@ class Platform:
                     raise ValueError("checksum mismatch")
                 model = ContextualBanditModel(row.arguments, model_data=row.data)
             except Exception as exc:
-                self._report_bad_snapshot(experiment_id, version, exc)
+                self._report_bad_snapshot(session, experiment_id, version, exc)
                 continue
             fresh = LoadedModel(
                 version=row.version,
@@ -137,7 +145,9 @@ class Platform:
             loaded.checked_at = now
         return loaded
 
-    def _report_bad_snapshot(self, experiment_id: int, version: int, exc: Exception) -> None:
+    def _report_bad_snapshot(
+        self, session: Session, experiment_id: int, version: int, exc: Exception
+    ) -> None:
         logger.error(
             "model snapshot v%s of experiment %s is corrupt and skipped: %s",
             version,
@@ -146,8 +156,9 @@ class Platform:
         )
         with self._lock:
             self._bad_snapshots.setdefault(experiment_id, set()).add(version)
-        with self.session() as session, session.begin():
-            repositories.increment_counter(session, "snapshots.corrupt")
+        # Counted in the caller's transaction: a transaction of its own would wait on SQLite
+        # for the write lock that the caller (a decision) holds, until the busy timeout.
+        repositories.increment_counter(session, "snapshots.corrupt")
 
     def close(self) -> None:
         """Release the database connections."""

@@ -75,13 +75,15 @@ def _insert_ignoring_duplicates(session: Session, rows: Sequence[dict[str, objec
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Count the rows RETURNING gives back: the driver's rowcount of a multi-row INSERT ... ON
+    # CONFLICT is -1 with psycopg 3, which made `close_rewards` report negative counts.
     statement = (
         insert(RewardRow)
         .values(list(rows))
         .on_conflict_do_nothing(index_elements=["decision_id", "horizon"])
+        .returning(col(RewardRow.id))
     )
-    result = session.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return len(session.execute(statement).all())
 
 
 def _close_batch(

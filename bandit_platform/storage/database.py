@@ -26,14 +26,16 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any, *, foreign_keys: bool) -> None:
+def _sqlite_connect(
+    dbapi_connection: Any, _record: Any, *, foreign_keys: bool, durable: bool = True
+) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own handling defers it).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL on every commit,
     # so an answered decision survives a power cut, not only a process kill.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
     cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
@@ -45,11 +47,15 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> sa.Engine:
+def create_engine(
+    url: str, *, pool_size: int = 10, foreign_keys: bool = True, durable: bool = True
+) -> sa.Engine:
     """An engine with the platform's durability settings for the URL's database.
 
     `foreign_keys=False` is for SQLite migrations only: rebuilding a table that other tables
     reference is impossible with the checks on; `_migrate` checks the keys afterwards.
+    `durable=False` skips SQLite's fsync on commit: for offline simulations only, never for
+    a service that answers.
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -62,9 +68,8 @@ def create_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -
             pool_size=pool_size,
             max_overflow=pool_size,
         )
-        sa.event.listen(
-            engine, "connect", functools.partial(_sqlite_connect, foreign_keys=foreign_keys)
-        )
+        on_connect = functools.partial(_sqlite_connect, foreign_keys=foreign_keys, durable=durable)
+        sa.event.listen(engine, "connect", on_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
