@@ -9,6 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from bandit_platform.demo import DEMO_EXPERIMENT_KEY, demo_config
 from bandit_platform.domain.access import Scope
 from bandit_platform.domain.config import decode_config
@@ -98,7 +100,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         platform.close()
     what = "created and started" if created else "is running"
-    print(f"demo experiment {DEMO_EXPERIMENT_KEY!r} {what} in {settings.database_url}")
+    where = sa.make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"demo experiment {DEMO_EXPERIMENT_KEY!r} {what} in {where}")
     print(f"API key for trying it (shown once): {secret}")
     if args.setup_only:
         return 0

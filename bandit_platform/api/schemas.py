@@ -128,7 +128,7 @@ class ModelBody(msgspec.Struct, kw_only=True):
 class RollbackBody(_Body, kw_only=True):
     """`POST /v1/experiments/{key}/models/rollback`."""
 
-    version: Annotated[int, msgspec.Meta(ge=1)]
+    version: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
 
 
 class LearnerStatusBody(msgspec.Struct, kw_only=True):

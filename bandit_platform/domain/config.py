@@ -167,7 +167,7 @@ class RND(_Schema, frozen=True, kw_only=True, tag="rnd", tag_field="kind"):
     """Explore offers the model has seen little of for customers like this one (novelty)."""
 
     rnd_size: Annotated[int, msgspec.Meta(ge=1, le=32)] = 3
-    alpha: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 0.1
+    alpha: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 0.1
     inverse_lambda: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 0.1
     epsilon: Probability = 0.0
 
@@ -176,7 +176,7 @@ class SynthCover(_Schema, frozen=True, kw_only=True, tag="synthcover", tag_field
     """Imagine alternative plausible models and explore where they would choose differently."""
 
     cover_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
-    psi: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] = 0.1
+    psi: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 0.1
     epsilon: Probability = 0.05
 
 

@@ -79,7 +79,7 @@ class ApiKeyService:
         prefix = _split(secret)
         if prefix is None:
             return None
-        with self.platform.session() as session:
+        with self.platform.read_session() as session:
             row = repositories.api_key_by_prefix(session, prefix)
         if row is None or row.revoked_at is not None:
             return None

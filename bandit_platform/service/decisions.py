@@ -7,12 +7,13 @@ always in the database (DESIGN.md invariant 1).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -96,8 +97,13 @@ def check_request(request: DecisionRequest) -> None:
     Raises:
         InvalidInput: naming the field.
     """
-    if request.requested_at is not None and request.requested_at.tzinfo is None:
-        raise InvalidInput("must carry a timezone (e.g. Z)", field="requested_at")
+    if request.requested_at is not None:
+        if request.requested_at.tzinfo is None:
+            raise InvalidInput("must carry a timezone (e.g. Z)", field="requested_at")
+        try:
+            request.requested_at.astimezone(UTC)
+        except OverflowError as exc:
+            raise InvalidInput("is out of range", field="requested_at") from exc
     for section, fields in request.context.items():
         for name, value in fields.items():
             items = value if isinstance(value, list) else [value]
@@ -112,17 +118,23 @@ def check_request(request: DecisionRequest) -> None:
                 )
 
 
-def request_fingerprint(request: DecisionRequest, customer_key: str) -> str:
-    """SHA-256 of the request's content, to tell a replay from a reuse of its request id."""
+def request_fingerprint(
+    request: DecisionRequest, customer_key: str, context: ValidatedContext, key: bytes
+) -> str:
+    """Keyed hash of the request's content, to tell a replay from a reuse of its request id.
+
+    An HMAC with the pseudonym key over the validated context (protected attributes already
+    dropped): a plain hash of a few-valued context could be reversed by trying the values.
+    """
     body = {
         "experiment": request.experiment,
         "customer": customer_key,
-        "context": request.context,
+        "context": context.values,
         "surface": request.surface,
         "consent": request.consent,
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 class DecisionService:
@@ -144,7 +156,6 @@ class DecisionService:
         check_request(request)
         now = self.platform.clock()
         customer_key = self.platform.pseudonym(request.customer_id)
-        fingerprint = request_fingerprint(request, customer_key)
         decision_id = self.platform.new_id()
         try:
             with self.platform.session() as session, session.begin():
@@ -164,6 +175,9 @@ class DecisionService:
                         field="surface",
                     )
                 context = validate_context(request.context, compiled)
+                fingerprint = request_fingerprint(
+                    request, customer_key, context, self.platform.settings.pseudonym_key
+                )
                 assert experiment_row.id is not None
                 repositories.lock_customer(session, experiment_row.id, customer_key)
                 if request.request_id is not None:

@@ -42,7 +42,7 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
     directory.mkdir(parents=True, exist_ok=True)
     parquet_path = directory / f"{experiment_key}.parquet"
     dsjson_path = directory / f"{experiment_key}.dsjson"
-    with platform.session() as session:
+    with platform.read_session() as session:
         experiment = repositories.experiment_by_key(session, experiment_key)
         if experiment is None:
             raise NotFound(f"no experiment {experiment_key!r}", field="experiment")

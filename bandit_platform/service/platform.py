@@ -19,7 +19,7 @@ from bandit_platform.domain.config import CompiledExperiment, config_from_builti
 from bandit_platform.policies.vw_adapter import ContextualBanditModel
 from bandit_platform.settings import Settings
 from bandit_platform.storage import repositories
-from bandit_platform.storage.database import create_engine
+from bandit_platform.storage.database import create_engine, read_only
 from bandit_platform.storage.tables import ExperimentRow
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Platform:
         self.engine = engine or create_engine(
             settings.database_url, pool_size=settings.pool_size, durable=settings.durable
         )
+        self._reader = read_only(self.engine)
         self.clock = clock
         self._compiled: dict[tuple[int, int], CompiledExperiment] = {}
         self._models: dict[int, LoadedModel] = {}
@@ -65,8 +66,15 @@ class Platform:
         self._lock = threading.Lock()
 
     def session(self) -> Session:
-        """A new session; use it as a context manager with `session.begin()`."""
+        """A new session for work that writes; use it with `session.begin()`.
+
+        On SQLite its transactions hold the database's write lock from their first statement.
+        """
         return Session(self.engine, expire_on_commit=False)
+
+    def read_session(self) -> Session:
+        """A new session for work that only reads: on SQLite it never blocks a writer."""
+        return Session(self._reader, expire_on_commit=False)
 
     def pseudonym(self, customer_id: str) -> str:
         """The keyed pseudonym stored in place of a customer id (HMAC-SHA-256, hex)."""

@@ -156,7 +156,7 @@ def close_rewards(platform: Platform, *, batch_size: int = BATCH_SIZE) -> int:
     now = platform.clock()
     skew = timedelta(seconds=platform.settings.clock_skew_seconds)
     written = 0
-    with platform.session() as session:
+    with platform.read_session() as session:
         experiments = session.exec(select(ExperimentRow)).all()
     for experiment in experiments:
         compiled = platform.compiled(experiment)

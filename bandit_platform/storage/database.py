@@ -41,10 +41,23 @@ def _sqlite_connect(
     cursor.close()
 
 
+#: Execution option of a read-only engine view: its SQLite transactions take no write lock.
+READ_ONLY = "bandit_read_only"
+
+
 def _sqlite_begin(connection: sa.Connection) -> None:
-    # Take the write lock at the start of each transaction, so that read-check-write sequences
-    # (frequency caps, idempotency) are serialised across threads and processes.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the write lock at the start of the transaction, so that read-check-write
+    # sequences (frequency caps, idempotency) are serialised across threads and processes;
+    # readers (a view made with `read_only`) begin deferred and never block a writer in WAL.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_only(engine: sa.Engine) -> sa.Engine:
+    """A view of the engine for sessions that only read (same pool)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def create_engine(
@@ -67,12 +80,16 @@ def create_engine(
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            hide_parameters=True,
         )
         on_connect = functools.partial(_sqlite_connect, foreign_keys=foreign_keys, durable=durable)
         sa.event.listen(engine, "connect", on_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # hide_parameters: a logged database error never shows customer keys or context values.
+    return sa.create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def alembic_config(url: str) -> Config:
