@@ -47,7 +47,8 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
         if experiment is None:
             raise NotFound(f"no experiment {experiment_key!r}", field="experiment")
         assert experiment.id is not None
-        horizons = [h.name for h in platform.compiled(experiment).config.reward.horizons()]
+        current = platform.compiled(experiment)
+        horizons = [h.name for h in current.config.reward.horizons()]
         learning = horizons[0]
         records: list[dict[str, Any]] = []
         examples = 0
@@ -108,7 +109,9 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
                     compiled = platform.compiled_version(
                         session, experiment.id, decision.experiment_version
                     )
-                    example = logged_example(decision, closed.id or 0, closed.reward, compiled)
+                    example = logged_example(
+                        decision, closed.id or 0, closed.reward, compiled, current
+                    )
                     if example is None:
                         continue
                     probabilities = [decision.probabilities[k] for k in decision.eligible]

@@ -96,9 +96,18 @@ def arm_namespaces(compiled: CompiledExperiment, arm_key: str) -> Namespaces:
 
 
 def logged_example(
-    decision: DecisionRow, reward_id: int, reward: float, compiled: CompiledExperiment
+    decision: DecisionRow,
+    reward_id: int,
+    reward: float,
+    compiled: CompiledExperiment,
+    current: CompiledExperiment | None = None,
 ) -> LoggedExample | None:
-    """Rebuild the VW example of a logged decision; None when it cannot be learned."""
+    """Rebuild the VW example of a logged decision; None when it cannot be learned.
+
+    `compiled` is the configuration the decision was made under (its offers); `current` the
+    experiment's configuration now: only context fields it still allows, and that are not
+    protected now, reach the model, so marking a field protected takes effect on old logs too.
+    """
     if decision.chosen_offer is None:
         chosen_key = NO_OFFER
     else:
@@ -108,9 +117,16 @@ def logged_example(
         actions = [arm_namespaces(compiled, key) for key in decision.eligible]
     except (ValueError, KeyError, StopIteration):
         return None
+    allowed = (current or compiled).context_fields
+    protected = (current or compiled).protected
+    context = {
+        name: value
+        for name, value in decision.context.items()
+        if name in allowed and name not in protected
+    }
     return LoggedExample(
         reward_id=reward_id,
-        shared=context_namespaces(decision.context),
+        shared=context_namespaces(context),
         actions=actions,
         chosen=chosen,
         reward=reward,
@@ -132,7 +148,8 @@ def learnable_examples(
     decisions (the incumbent rules' choice, for imitation).
     """
     assert experiment.id is not None
-    horizon = platform.compiled(experiment).config.reward.name
+    current = platform.compiled(experiment)
+    horizon = current.config.reward.name
     rows = session.execute(
         sa.select(RewardRow, DecisionRow)
         .join(DecisionRow, col(DecisionRow.id) == col(RewardRow.decision_id))
@@ -152,7 +169,7 @@ def learnable_examples(
     for reward, decision in rows:
         assert reward.id is not None
         compiled = platform.compiled_version(session, experiment.id, decision.experiment_version)
-        example = logged_example(decision, reward.id, reward.reward, compiled)
+        example = logged_example(decision, reward.id, reward.reward, compiled, current)
         if example is None:
             logger.warning("decision %s cannot be rebuilt for learning; skipped", decision.id)
             example = LoggedExample(reward.id, {}, [], -1, 0.0, 1.0)
