@@ -17,6 +17,7 @@ from bandit_platform.domain.config import (
 )
 from bandit_platform.domain.decisions import STATUS_TRANSITIONS, ExperimentStatus
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
+from bandit_platform.policies.vw_adapter import model_arguments
 from bandit_platform.service.learner import ensure_model
 from bandit_platform.service.models import copy_snapshot
 from bandit_platform.service.platform import Platform
@@ -275,7 +276,8 @@ class ExperimentService:
 
         Raises:
             NotFound: no such experiment or version.
-            InvalidInput: the chosen snapshot is corrupt.
+            InvalidInput: the chosen snapshot is corrupt, or was trained for another explorer
+                than the configured one.
         """
         now = self.platform.clock()
         with self.platform.session() as session, session.begin():
@@ -286,6 +288,14 @@ class ExperimentService:
                 raise NotFound(f"no model version {version}", field="version")
             if not repositories.snapshot_is_intact(source):
                 raise InvalidInput(f"model version {version} is corrupt", field="version")
+            if source.arguments != model_arguments(self.platform.compiled(row).config.explorer):
+                # Serving it would contradict the configured explorer, and the learner would
+                # stop: it only continues models that fit the configuration.
+                raise InvalidInput(
+                    f"model version {version} was trained for another explorer; change the "
+                    "explorer back first",
+                    field="version",
+                )
             newest = repositories.snapshot(
                 session, row.id, repositories.latest_snapshot_version(session, row.id) or 0
             )

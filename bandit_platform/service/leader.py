@@ -30,7 +30,7 @@ LEASE_NAME = "learner"
 
 
 def holder_name() -> str:
-    """This process as operators see it: host, pid and thread."""
+    """This process as operators see it: `host:pid`."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
