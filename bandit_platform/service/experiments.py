@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bandit_platform.domain.config import (
@@ -60,8 +61,8 @@ class ExperimentService:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
-    def _require(self, session: Session, key: str) -> ExperimentRow:
-        row = repositories.experiment_by_key(session, key)
+    def _require(self, session: Session, key: str, *, lock: bool = False) -> ExperimentRow:
+        row = repositories.experiment_by_key(session, key, for_update=lock)
         if row is None:
             raise NotFound(f"no experiment {key!r}", field="experiment")
         return row
@@ -107,41 +108,45 @@ class ExperimentService:
         compiled = validate_config(config)
         now = self.platform.clock()
         stored = config_to_builtins(config)
-        with self.platform.session() as session, session.begin():
-            if repositories.experiment_by_key(session, config.key) is not None:
-                raise Conflict(f"experiment {config.key!r} already exists", field="key")
-            row = ExperimentRow(
-                key=config.key,
-                name=config.name,
-                status=ExperimentStatus.DRAFT,
-                version=1,
-                salt=salt or secrets.token_hex(16),
-                config=stored,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(row)
-            session.flush()
-            assert row.id is not None
-            session.add(
-                ExperimentVersionRow(
-                    experiment_id=row.id,
+        try:
+            with self.platform.session() as session, session.begin():
+                if repositories.experiment_by_key(session, config.key) is not None:
+                    raise Conflict(f"experiment {config.key!r} already exists", field="key")
+                row = ExperimentRow(
+                    key=config.key,
+                    name=config.name,
+                    status=ExperimentStatus.DRAFT,
                     version=1,
+                    salt=salt or secrets.token_hex(16),
                     config=stored,
                     created_at=now,
-                    created_by=actor,
+                    updated_at=now,
                 )
-            )
-            self._sync_offers(session, row.id, compiled)
-            repositories.audit(
-                session,
-                at=now,
-                actor=actor,
-                action="experiment.create",
-                experiment_id=row.id,
-                details={"version": 1},
-            )
-            return _view(row)
+                session.add(row)
+                session.flush()
+                assert row.id is not None
+                session.add(
+                    ExperimentVersionRow(
+                        experiment_id=row.id,
+                        version=1,
+                        config=stored,
+                        created_at=now,
+                        created_by=actor,
+                    )
+                )
+                self._sync_offers(session, row.id, compiled)
+                repositories.audit(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="experiment.create",
+                    experiment_id=row.id,
+                    details={"version": 1},
+                )
+                return _view(row)
+        except IntegrityError as exc:
+            # Two creations of one key at once: the database's unique key decides.
+            raise Conflict(f"experiment {config.key!r} already exists", field="key") from exc
 
     def update(self, key: str, config: ExperimentConfig, actor: str) -> ExperimentView:
         """Replace the configuration: the version increments and an audit row is written.
@@ -157,13 +162,24 @@ class ExperimentService:
         now = self.platform.clock()
         stored = config_to_builtins(config)
         with self.platform.session() as session, session.begin():
-            row = self._require(session, key)
+            row = self._require(session, key, lock=True)
             if row.status == ExperimentStatus.STOPPED:
                 raise Conflict("a stopped experiment cannot change", field="status")
             assert row.id is not None
             changed = _changed_sections(row.config, stored)
             if not changed:
                 return _view(row)
+            if (
+                row.status != ExperimentStatus.DRAFT
+                and row.config.get("reward", {}).get("name", "primary") != config.reward.name
+            ):
+                # A new learning horizon would close every old decision again under the new
+                # name and the learner would learn the whole history twice.
+                raise InvalidInput(
+                    "the learning horizon cannot be renamed once the experiment has started; "
+                    "add a report horizon instead",
+                    field="reward.name",
+                )
             row.version += 1
             row.config = stored
             row.name = config.name
@@ -193,12 +209,12 @@ class ExperimentService:
 
     def get(self, key: str) -> ExperimentView:
         """One experiment. Raises NotFound."""
-        with self.platform.session() as session:
+        with self.platform.read_session() as session:
             return _view(self._require(session, key))
 
     def all(self) -> list[ExperimentView]:
         """Every experiment, newest first."""
-        with self.platform.session() as session:
+        with self.platform.read_session() as session:
             return [_view(row) for row in repositories.experiments(session)]
 
     def change_status(self, key: str, status: ExperimentStatus, actor: str) -> ExperimentView:
@@ -212,7 +228,7 @@ class ExperimentService:
         """
         now = self.platform.clock()
         with self.platform.session() as session, session.begin():
-            row = self._require(session, key)
+            row = self._require(session, key, lock=True)
             assert row.id is not None
             current = ExperimentStatus(row.status)
             if status == current:
@@ -242,7 +258,7 @@ class ExperimentService:
 
     def audit_log(self, key: str) -> list[dict[str, Any]]:
         """The experiment's audit rows, newest first."""
-        with self.platform.session() as session:
+        with self.platform.read_session() as session:
             row = self._require(session, key)
             return [
                 {"at": a.at, "actor": a.actor, "action": a.action, "details": a.details}
@@ -251,7 +267,7 @@ class ExperimentService:
 
     def models(self, key: str) -> list[dict[str, Any]]:
         """The experiment's model snapshots, newest first (without their bytes)."""
-        with self.platform.session() as session:
+        with self.platform.read_session() as session:
             row = self._require(session, key)
             assert row.id is not None
             return [
@@ -281,7 +297,7 @@ class ExperimentService:
         """
         now = self.platform.clock()
         with self.platform.session() as session, session.begin():
-            row = self._require(session, key)
+            row = self._require(session, key, lock=True)
             assert row.id is not None
             source = repositories.snapshot(session, row.id, version)
             if source is None:
@@ -321,7 +337,7 @@ class ExperimentService:
         """Train a new model from every logged learnable decision and serve it (audited)."""
         now = self.platform.clock()
         with self.platform.session() as session, session.begin():
-            row = self._require(session, key)
+            row = self._require(session, key, lock=True)
             snapshot = ensure_model(
                 self.platform,
                 session,

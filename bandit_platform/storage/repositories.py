@@ -23,9 +23,15 @@ from bandit_platform.storage.tables import (
 )
 
 
-def experiment_by_key(session: Session, key: str) -> ExperimentRow | None:
-    """The experiment with this key, or None."""
-    return session.exec(select(ExperimentRow).where(ExperimentRow.key == key)).first()
+def experiment_by_key(
+    session: Session, key: str, *, for_update: bool = False
+) -> ExperimentRow | None:
+    """The experiment with this key, or None; `for_update` locks its row (PostgreSQL) until
+    the transaction ends, so that concurrent changes of one experiment queue up."""
+    query = select(ExperimentRow).where(ExperimentRow.key == key)
+    if for_update:
+        query = query.with_for_update()
+    return session.exec(query).first()
 
 
 def experiments(session: Session) -> Sequence[ExperimentRow]:
