@@ -71,8 +71,14 @@ def learning(**changes: Any) -> LearningSettings:
 
 
 def short_reward(**changes: Any) -> RewardDefinition:
-    """The demo's reward with a one-hour window and wait (so tests advance the clock an hour)."""
-    values: dict[str, Any] = {"attribution_window_hours": 1.0, "reward_wait_hours": 1.0}
+    """The demo's reward with a one-hour window and wait (so tests advance the clock an hour),
+    learned as `primary`, without the demo's report horizons unless given."""
+    values: dict[str, Any] = {
+        "name": "primary",
+        "attribution_window_hours": 1.0,
+        "reward_wait_hours": 1.0,
+        "report_horizons": [],
+    }
     return msgspec.structs.replace(DEMO.reward, **{**values, **changes})
 
 
