@@ -110,8 +110,10 @@ class LearnerLease:
 
     def _drop(self) -> None:
         if self._connection is not None:
+            # Invalidate rather than close: a pooled connection must never go back to the pool
+            # still holding the session-level advisory lock (say, after a failed unlock).
             with contextlib.suppress(sa.exc.DBAPIError):
-                self._connection.close()
+                self._connection.invalidate()
             self._connection = None
         if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)

@@ -434,6 +434,11 @@ class LearnerRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                # Still inside a pass: keep the lease (the process exit frees it) rather than
+                # let a second learner start beside this one.
+                logger.warning("learner pass still running at shutdown; lease kept until exit")
+                return
         self.lease.release()
 
     def step(self) -> LearnerReport | None:
