@@ -57,9 +57,9 @@ def test_realised_rewards_match_the_exact_expected_rewards(
     )
     realised = ledger["reward_primary"]
     assert realised.null_count() == 0  # every reward closed
-    expected_mean = float(ledger["expected_reward"].mean())  # type: ignore[arg-type]
-    standard_error = float(realised.std()) / math.sqrt(ledger.height)  # type: ignore[arg-type]
-    assert abs(float(realised.mean()) - expected_mean) <= 4 * standard_error  # type: ignore[arg-type]
+    expected_mean = float(ledger["expected_reward"].mean())
+    standard_error = float(realised.std()) / math.sqrt(ledger.height)
+    assert abs(float(realised.mean()) - expected_mean) <= 4 * standard_error
 
 
 def test_the_policy_never_beats_the_oracle(first: tuple[Path, pl.DataFrame]) -> None:
