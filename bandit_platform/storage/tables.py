@@ -38,6 +38,19 @@ def _json() -> Any:
     return sa.Column(sa.JSON, nullable=False)
 
 
+#: A 64-bit integer on PostgreSQL; SQLite's INTEGER is already 64-bit, and only a column
+#: declared exactly INTEGER PRIMARY KEY is its auto-incrementing row id.
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _big_id() -> Any:
+    return sa.Column(BigInt, primary_key=True)
+
+
+def _big(*, nullable: bool) -> Any:
+    return sa.Column(BigInt, nullable=nullable)
+
+
 def _time(*, index: bool = False) -> Any:
     return sa.Column(UTCDateTime(), nullable=False, index=index)
 
@@ -140,7 +153,7 @@ class OutcomeRow(SQLModel, table=True):
     __tablename__ = "outcomes"
     __table_args__ = (sa.UniqueConstraint("api_key_id", "idempotency_key"),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, sa_column=_big_id())
     decision_id: str = Field(foreign_key="decisions.id", index=True, max_length=36)
     api_key_id: int = Field(foreign_key="api_keys.id")
     event: str = Field(max_length=63)
@@ -163,11 +176,11 @@ class ModelSnapshotRow(SQLModel, table=True):
     version: int
     arguments: list[str] = Field(sa_column=_json())
     checksum: str = Field(max_length=64)
-    examples_seen: int
+    examples_seen: int = Field(sa_column=_big(nullable=False))
     size_bytes: int
     data: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
     created_at: datetime = Field(sa_column=_time())
-    last_reward_id: int = 0
+    last_reward_id: int = Field(default=0, sa_column=_big(nullable=False))
     note: str = Field(default="", max_length=200)
     match_rate: float | None = None
 
@@ -184,7 +197,7 @@ class RewardRow(SQLModel, table=True):
         sa.Index("ix_rewards_learning", "experiment_id", "horizon", "id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, sa_column=_big_id())
     decision_id: str = Field(foreign_key="decisions.id", max_length=36)
     experiment_id: int = Field(foreign_key="experiments.id")
     horizon: str = Field(max_length=63)
@@ -212,7 +225,7 @@ class AuditLogRow(SQLModel, table=True):
 
     __tablename__ = "audit_log"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, sa_column=_big_id())
     at: datetime = Field(sa_column=_time(index=True))
     actor: str = Field(max_length=120)
     action: str = Field(max_length=63)
@@ -226,4 +239,4 @@ class CounterRow(SQLModel, table=True):
     __tablename__ = "counters"
 
     name: str = Field(primary_key=True, max_length=120)
-    value: int = 0
+    value: int = Field(default=0, sa_column=_big(nullable=False))

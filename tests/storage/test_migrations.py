@@ -123,3 +123,23 @@ def test_rows_written_at_the_previous_revision_survive_upgrade_and_downgrade(
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM model_snapshots")).scalar() == 1
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_growing_ids_are_64_bit_on_postgresql(postgres_session_url: str) -> None:
+    """SQLite's INTEGER is 64-bit already; PostgreSQL's integer is not."""
+    engine = create_engine(postgres_session_url, pool_size=1)
+    columns = {
+        (table, column["name"]): column["type"]
+        for table in ("outcomes", "rewards", "audit_log", "model_snapshots", "counters")
+        for column in sa.inspect(engine).get_columns(table)
+    }
+    engine.dispose()
+    for key in [
+        ("outcomes", "id"),
+        ("rewards", "id"),
+        ("audit_log", "id"),
+        ("model_snapshots", "last_reward_id"),
+        ("counters", "value"),
+    ]:
+        assert isinstance(columns[key], sa.BigInteger), key
