@@ -133,6 +133,17 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    settings = _settings()
+    platform = Platform(settings)
+    try:
+        ApiKeyService(platform).revoke(args.prefix, actor="cli")
+    finally:
+        platform.close()
+    print(f"API key {args.prefix} revoked")
+    return 0
+
+
 def cmd_experiment_apply(args: argparse.Namespace) -> int:
     settings = _settings()
     upgrade(settings.database_url)
@@ -273,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: decide, outcome, read, manage",
     )
     create.set_defaults(handler=cmd_apikey_create)
+    revoke = apikey_commands.add_parser("revoke", help="revoke a key (it stops working at once)")
+    revoke.add_argument("--prefix", required=True, help="the part after bpk_, before the next _")
+    revoke.set_defaults(handler=cmd_apikey_revoke)
 
     experiment = commands.add_parser("experiment", help="manage experiments from files")
     experiment_commands = experiment.add_subparsers(dest="experiment_command", required=True)

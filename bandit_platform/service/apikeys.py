@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bandit_platform.domain.access import DEFAULT_SCOPES, AppIdentity, Scope
-from bandit_platform.domain.errors import InvalidInput
+from bandit_platform.domain.errors import InvalidInput, NotFound
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import ApiKeyRow
@@ -73,6 +73,29 @@ class ApiKeyService:
             )
             identity = AppIdentity(row.id, name, scope_set)
         return NewApiKey(identity=identity, secret=secret)
+
+    def revoke(self, prefix: str, actor: str) -> None:
+        """Revoke the key with this public prefix (the part after `bpk_`); audited.
+
+        Raises:
+            NotFound: no key has this prefix.
+        """
+        now = self.platform.clock()
+        with self.platform.session() as session, session.begin():
+            row = repositories.api_key_by_prefix(session, prefix)
+            if row is None:
+                raise NotFound(f"no API key with prefix {prefix!r}", field="prefix")
+            if row.revoked_at is None:
+                row.revoked_at = now
+                session.add(row)
+                repositories.audit(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="apikey.revoke",
+                    experiment_id=None,
+                    details={"name": row.name, "prefix": prefix},
+                )
 
     def verify(self, secret: str) -> AppIdentity | None:
         """The app behind a presented key, or None when it is unknown or revoked."""
