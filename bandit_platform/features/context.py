@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bandit_platform.domain.config import (
     CONTEXT_SECTIONS,
+    NO_OFFER,
     CompiledExperiment,
     ContextField,
     Offer,
@@ -140,3 +141,19 @@ def _append(bucket: list[tuple[str, float]], name: str, value: ContextValue) -> 
         bucket.append((f"{name}={_token(value)}", 1.0))
     else:
         bucket.extend((f"{name}={_token(item)}", 1.0) for item in value)
+
+
+def arm_namespaces(experiment: CompiledExperiment, arm_key: str) -> Namespaces:
+    """Action features of an arm by its key (`offer/variant` or `no_offer`).
+
+    Raises:
+        KeyError: the arm is not in this configuration.
+    """
+    if arm_key == NO_OFFER:
+        return offer_namespaces(None, None)
+    offer_key, variant_key = arm_key.split("/", 1)
+    offer = experiment.offers[offer_key]
+    variant = next((v for v in offer.variants if v.key == variant_key), None)
+    if variant is None:
+        raise KeyError(arm_key)
+    return offer_namespaces(offer, variant)

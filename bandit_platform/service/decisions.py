@@ -36,8 +36,8 @@ from bandit_platform.domain.decisions import (
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.features.context import (
     ValidatedContext,
+    arm_namespaces,
     context_namespaces,
-    offer_namespaces,
     validate_context,
 )
 from bandit_platform.policies.assignment import assign_group
@@ -401,15 +401,7 @@ class DecisionService:
         raw: list[float] | None = None
         if loaded is not None:
             shared = context_namespaces(context.values)
-            actions = [
-                offer_namespaces(
-                    compiled.offers[a.offer] if a.offer else None,
-                    next(v for v in compiled.offers[a.offer].variants if v.key == a.variant)
-                    if a.offer
-                    else None,
-                )
-                for a in arms
-            ]
+            actions = [arm_namespaces(compiled, a.key) for a in arms]
             started = time.perf_counter()
             try:
                 raw = loaded.model.predict(shared, actions)

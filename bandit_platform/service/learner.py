@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from bandit_platform.domain.config import NO_OFFER, CompiledExperiment
 from bandit_platform.domain.decisions import DecisionReason, ExperimentStatus
-from bandit_platform.features.context import Namespaces, context_namespaces, offer_namespaces
+from bandit_platform.features.context import Namespaces, arm_namespaces, context_namespaces
 from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
 from bandit_platform.service.models import publish_snapshot
 from bandit_platform.service.platform import Platform
@@ -81,20 +81,6 @@ class LearnerReport:
     snapshots_published: dict[str, int]
 
 
-def arm_namespaces(compiled: CompiledExperiment, arm_key: str) -> Namespaces:
-    """Action features of a logged arm key (`offer/variant` or `no_offer`).
-
-    Raises:
-        KeyError: the arm is not in this configuration version.
-    """
-    if arm_key == NO_OFFER:
-        return offer_namespaces(None, None)
-    offer_key, variant_key = arm_key.split("/", 1)
-    offer = compiled.offers[offer_key]
-    variant = next(v for v in offer.variants if v.key == variant_key)
-    return offer_namespaces(offer, variant)
-
-
 def logged_example(
     decision: DecisionRow,
     reward_id: int,
@@ -115,7 +101,7 @@ def logged_example(
     try:
         chosen = decision.eligible.index(chosen_key)
         actions = [arm_namespaces(compiled, key) for key in decision.eligible]
-    except (ValueError, KeyError, StopIteration):
+    except (ValueError, KeyError):
         return None
     allowed = (current or compiled).context_fields
     protected = (current or compiled).protected

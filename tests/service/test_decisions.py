@@ -33,13 +33,12 @@ from bandit_platform.storage import repositories
 from bandit_platform.storage.database import create_engine
 from bandit_platform.storage.tables import DecisionRow
 from tests.conftest import Demo, FakeClock
+from tests.service.learning_support import RULE_ONE, Context, random_context
 
 DEMO = demo_config()
 FLOOR = DEMO.probability_floor
 FALLBACK = DEMO.fallback_offer
 SURFACE = "home_feed"
-
-Context = dict[str, dict[str, Any]]
 
 # --- hand-written copies of the demo's eligibility rules --------------------------------------
 # Written out in Python (not through our expression engine) so that the test is an independent
@@ -99,58 +98,9 @@ ELIGIBLE: dict[str, Callable[[Mapping[str, Any]], bool]] = {
     "budgeting_tool": lambda c: True,
 }
 
-# Ranges straddle the thresholds the demo's rules test.
-_NUMBER_RANGES = {
-    "cash_flow.balance": (-500.0, 30_000.0),
-    "cash_flow.revolving_balance": (0.0, 6_000.0),
-    "cash_flow.days_overdrawn_90d": (0.0, 8.0),
-    "cash_flow.travel_spend_monthly": (0.0, 1_500.0),
-}
-
-
-def random_context(rng: random.Random) -> Context:
-    """A context over the demo's allow-list; each field present with probability 0.85."""
-    context: Context = {}
-    for spec in DEMO.context_fields:
-        if rng.random() > 0.85:
-            continue
-        section, name = spec.name.split(".", 1)
-        value: Any
-        if spec.type == "number":
-            low, high = _NUMBER_RANGES.get(spec.name, (0.0, 100.0))
-            value = round(rng.uniform(low, high), 2)
-        elif spec.type == "boolean":
-            value = rng.random() < 0.5
-        elif spec.type == "category":
-            assert spec.values is not None
-            value = rng.choice(spec.values)
-        else:
-            assert spec.values is not None
-            value = rng.sample(spec.values, rng.randint(0, len(spec.values)))
-        context.setdefault(section, {})[name] = value
-    return context
-
 
 def flat(context: Context) -> dict[str, Any]:
     return {f"{s}.{n}": v for s, fields in context.items() for n, v in fields.items()}
-
-
-#: Matches incumbent rule 1 (and rules 2 and 3 after it) and makes every offer eligible.
-RULE_ONE: Context = {
-    "profile": {
-        "products_held": ["checking"],
-        "income_band": "high",
-        "credit_score_band": "excellent",
-    },
-    "cash_flow": {
-        "balance": 6000.0,
-        "days_overdrawn_90d": 4.0,
-        "travel_spend_monthly": 700.0,
-        "revolving_balance": 3000.0,
-    },
-    "behavior": {"pages_viewed_7d": ["mortgage_calculator"], "device": "ios"},
-    "trigger": {"event": "app_open"},
-}
 
 
 def request(

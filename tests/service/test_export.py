@@ -83,7 +83,7 @@ def predict(
     parser = vw.TextFormatParser(workspace)
     scores = workspace.predict_one([parser.parse_line(x) for x in example_lines(shared, actions)])
     probabilities = [0.0] * len(actions)
-    for index, probability in scores:  # type: ignore[union-attr, misc]
+    for index, probability in scores:
         probabilities[int(index)] = float(probability)
     return probabilities
 
