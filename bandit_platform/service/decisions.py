@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -137,11 +138,30 @@ def request_fingerprint(
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
+class BanditPolicy(Protocol):
+    """A policy other than the experiment's VW model that scores the bandit group's arms.
+
+    The default is the experiment's own VW model. A research baseline (LinUCB, Thompson
+    sampling, an oracle in the simulator) implements this to run through the same decision
+    path: eligibility, caps, consent and the sticky split still apply, and its probabilities
+    are validated, floored, drawn from and logged exactly like the model's.
+    """
+
+    name: str
+
+    def probabilities(
+        self, compiled: CompiledExperiment, context: ValidatedContext, arms: Sequence[Arm]
+    ) -> list[float]:
+        """One probability per arm, in the order given."""
+        ...
+
+
 class DecisionService:
     """Chooses and logs offers."""
 
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, *, bandit_policy: BanditPolicy | None = None) -> None:
         self.platform = platform
+        self.bandit_policy = bandit_policy
 
     def decide(self, request: DecisionRequest, app: AppIdentity) -> Decision:
         """Choose an offer (or none) for the customer and log the decision durably.
@@ -397,6 +417,8 @@ class DecisionService:
     ) -> _Choice:
         assert experiment_row.id is not None
         config = compiled.config
+        if self.bandit_policy is not None:
+            return self._external(experiment_row, compiled, context, arms, decision_id)
         loaded = self.platform.model(session, experiment_row.id)
         raw: list[float] | None = None
         if loaded is not None:
@@ -446,6 +468,33 @@ class DecisionService:
             f"bandit ({config.explorer.__struct_config__.tag}): {arm.key} with probability "
             f"{checked.probabilities[chosen]:.3f} among {len(arms)} eligible choices",
             model_version=loaded.version,
+            notes=notes,
+        )
+
+    def _external(
+        self,
+        experiment_row: ExperimentRow,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        arms: list[Arm],
+        decision_id: str,
+    ) -> _Choice:
+        assert self.bandit_policy is not None
+        checked = check_probabilities(
+            self.bandit_policy.probabilities(compiled, context, arms),
+            compiled.config.probability_floor,
+        )
+        notes = (
+            ["invalid policy probabilities were replaced by uniform"] if checked.replaced else []
+        )
+        chosen = draw(checked.probabilities, decision_seed(experiment_row.salt, decision_id))
+        return _Choice(
+            DecisionReason.BANDIT,
+            arms,
+            list(checked.probabilities),
+            chosen,
+            f"bandit ({self.bandit_policy.name}): {arms[chosen].key} with probability "
+            f"{checked.probabilities[chosen]:.3f} among {len(arms)} eligible choices",
             notes=notes,
         )
 
