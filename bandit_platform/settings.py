@@ -24,7 +24,8 @@ class Settings:
         max_body_bytes: requests with a larger body get 413.
         clock_skew_seconds: how far an outcome's time may lie before its decision or after
             the server's clock and still be accepted.
-        model_refresh_seconds: how often a worker looks for a newer model snapshot.
+        model_refresh_seconds: how often a worker looks for a newer model snapshot; None for
+            only when its own learner published one (simulations: reproducible timing).
         pool_size: database connections per worker.
         run_learner: run the learner in a background thread of each worker (one of them
             holds the lease and learns); off for tests that drive the learner themselves.
@@ -36,7 +37,7 @@ class Settings:
     pseudonym_key: bytes = field(default=b"", repr=False)
     max_body_bytes: int = 64 * 1024
     clock_skew_seconds: float = 300.0
-    model_refresh_seconds: float = 1.0
+    model_refresh_seconds: float | None = 1.0
     pool_size: int = 10
     run_learner: bool = False
     learner_interval_seconds: float = 1.0

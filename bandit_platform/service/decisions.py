@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -45,7 +45,8 @@ from bandit_platform.policies.assignment import assign_group
 from bandit_platform.policies.probabilities import check_probabilities, decision_seed, draw
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
-from bandit_platform.storage.tables import DecisionRow, ExperimentRow
+from bandit_platform.storage.repositories import ExperimentHead
+from bandit_platform.storage.tables import DecisionRow
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class DecisionService:
         decision_id = self.platform.new_id()
         try:
             with self.platform.session() as session, session.begin():
-                experiment_row = repositories.experiment_by_key(session, request.experiment)
+                experiment_row = repositories.experiment_head(session, request.experiment)
                 if experiment_row is None:
                     raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
                 if experiment_row.status != ExperimentStatus.RUNNING:
@@ -188,7 +189,9 @@ class DecisionService:
                         "not running",
                         field="experiment",
                     )
-                compiled = self.platform.compiled(experiment_row)
+                compiled = self.platform.compiled_version(
+                    session, experiment_row.id, experiment_row.version
+                )
                 if request.surface not in compiled.config.surfaces:
                     raise InvalidInput(
                         f"unknown surface; expected one of {compiled.config.surfaces}",
@@ -198,7 +201,6 @@ class DecisionService:
                 fingerprint = request_fingerprint(
                     request, customer_key, context, self.platform.settings.pseudonym_key
                 )
-                assert experiment_row.id is not None
                 repositories.lock_customer(session, experiment_row.id, customer_key)
                 if request.request_id is not None:
                     existing = repositories.decision_by_request_id(
@@ -223,7 +225,7 @@ class DecisionService:
                     decision_id,
                     now,
                 )
-                row = self._row(
+                values = self._row(
                     decision_id,
                     experiment_row,
                     compiled,
@@ -236,18 +238,20 @@ class DecisionService:
                     context,
                     now,
                 )
-                session.add(row)
+                repositories.insert_decision(session, values)
         except IntegrityError as exc:
             raise Conflict(
                 "a decision with this request_id is being made concurrently; retry",
                 field="request_id",
             ) from exc
-        return decision_from_row(row, request.experiment, dropped=list(context.dropped_protected))
+        return decision_from_values(
+            values, request.experiment, dropped=list(context.dropped_protected)
+        )
 
     def _choose(
         self,
         session: Session,
-        experiment_row: ExperimentRow,
+        experiment_row: ExperimentHead,
         compiled: CompiledExperiment,
         context: ValidatedContext,
         customer_key: str,
@@ -259,7 +263,6 @@ class DecisionService:
         config = compiled.config
         if group == Group.HOLDOUT:
             return _no_offer(DecisionReason.HOLDOUT, "holdout group: no offer (control for lift)")
-        assert experiment_row.id is not None
         capped, customer_capped = self._caps(
             session, experiment_row.id, compiled, customer_key, now
         )
@@ -408,14 +411,13 @@ class DecisionService:
     def _bandit(
         self,
         session: Session,
-        experiment_row: ExperimentRow,
+        experiment_row: ExperimentHead,
         compiled: CompiledExperiment,
         context: ValidatedContext,
         arms: list[Arm],
         fallback: Offer | None,
         decision_id: str,
     ) -> _Choice:
-        assert experiment_row.id is not None
         config = compiled.config
         if self.bandit_policy is not None:
             return self._external(experiment_row, compiled, context, arms, decision_id)
@@ -473,7 +475,7 @@ class DecisionService:
 
     def _external(
         self,
-        experiment_row: ExperimentRow,
+        experiment_row: ExperimentHead,
         compiled: CompiledExperiment,
         context: ValidatedContext,
         arms: list[Arm],
@@ -501,7 +503,7 @@ class DecisionService:
     def _row(
         self,
         decision_id: str,
-        experiment_row: ExperimentRow,
+        experiment_row: ExperimentHead,
         compiled: CompiledExperiment,
         app: AppIdentity,
         request: DecisionRequest,
@@ -511,7 +513,8 @@ class DecisionService:
         choice: _Choice,
         context: ValidatedContext,
         now: datetime,
-    ) -> DecisionRow:
+    ) -> dict[str, Any]:
+        """The decision's row, as the columns of `DecisionRow`."""
         if choice.chosen is None:
             choice.chosen = draw(
                 choice.probabilities, decision_seed(experiment_row.salt, decision_id)
@@ -520,32 +523,31 @@ class DecisionService:
         # Without consent no context is kept, whatever the group (holdout included).
         consented = request.consent is True or not compiled.config.consent_required
         explanation = "; ".join([choice.explanation, *choice.notes])[:500]
-        assert experiment_row.id is not None
-        return DecisionRow(
-            id=decision_id,
-            experiment_id=experiment_row.id,
-            experiment_version=experiment_row.version,
-            api_key_id=app.api_key_id,
-            request_id=request.request_id,
-            customer_key=customer_key,
-            surface=request.surface,
-            group=group.value,
-            reason=choice.reason.value,
-            context=dict(context.values) if consented else {},
-            eligible=[a.key for a in choice.arms],
-            probabilities={
+        return {
+            "id": decision_id,
+            "experiment_id": experiment_row.id,
+            "experiment_version": experiment_row.version,
+            "api_key_id": app.api_key_id,
+            "request_id": request.request_id,
+            "customer_key": customer_key,
+            "surface": request.surface,
+            "group": group.value,
+            "reason": choice.reason.value,
+            "context": dict(context.values) if consented else {},
+            "eligible": [a.key for a in choice.arms],
+            "probabilities": {
                 a.key: p for a, p in zip(choice.arms, choice.probabilities, strict=True)
             },
-            chosen_offer=arm.offer,
-            chosen_variant=arm.variant,
-            propensity=choice.probabilities[choice.chosen],
-            model_version=choice.model_version,
-            learnable=choice.reason in LEARNABLE_REASONS,
-            explanation=explanation,
-            request_hash=fingerprint,
-            requested_at=request.requested_at,
-            created_at=now,
-        )
+            "chosen_offer": arm.offer,
+            "chosen_variant": arm.variant,
+            "propensity": choice.probabilities[choice.chosen],
+            "model_version": choice.model_version,
+            "learnable": choice.reason in LEARNABLE_REASONS,
+            "explanation": explanation,
+            "request_hash": fingerprint,
+            "requested_at": request.requested_at,
+            "created_at": now,
+        }
 
 
 def decision_from_row(
@@ -556,23 +558,36 @@ def decision_from_row(
     dropped: list[str] | None = None,
 ) -> Decision:
     """The answer for a logged decision."""
+    return decision_from_values(
+        row.model_dump(), experiment_key, replayed=replayed, dropped=dropped
+    )
+
+
+def decision_from_values(
+    values: Mapping[str, Any],
+    experiment_key: str,
+    *,
+    replayed: bool = False,
+    dropped: list[str] | None = None,
+) -> Decision:
+    """The answer for a decision row given as its columns."""
     return Decision(
-        decision_id=row.id,
+        decision_id=values["id"],
         experiment_key=experiment_key,
-        experiment_version=row.experiment_version,
-        group=Group(row.group),
-        reason=DecisionReason(row.reason),
-        offer=row.chosen_offer,
-        variant=row.chosen_variant,
-        propensity=row.propensity,
-        probabilities=dict(row.probabilities),
-        eligible=list(row.eligible),
-        model_version=row.model_version,
-        explanation=row.explanation,
-        created_at=row.created_at,
-        surface=row.surface,
-        request_id=row.request_id,
-        learnable=row.learnable,
+        experiment_version=values["experiment_version"],
+        group=Group(values["group"]),
+        reason=DecisionReason(values["reason"]),
+        offer=values["chosen_offer"],
+        variant=values["chosen_variant"],
+        propensity=values["propensity"],
+        probabilities=dict(values["probabilities"]),
+        eligible=list(values["eligible"]),
+        model_version=values["model_version"],
+        explanation=values["explanation"],
+        created_at=values["created_at"],
+        surface=values["surface"],
+        request_id=values["request_id"],
+        learnable=values["learnable"],
         replayed=replayed,
         dropped_fields=dropped or [],
     )

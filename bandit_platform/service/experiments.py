@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -61,6 +63,20 @@ class ExperimentService:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
 
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction; afterwards this worker looks again for the newest model (a
+        start, update, rollback or warm start may have published one) and, when it rolled
+        back, forgets the configurations it compiled meanwhile."""
+        try:
+            with self.platform.session() as session, session.begin():
+                yield session
+        except BaseException:
+            self.platform.forget_compiled()
+            raise
+        finally:
+            self.platform.forget_model_checks()
+
     def _require(self, session: Session, key: str, *, lock: bool = False) -> ExperimentRow:
         row = repositories.experiment_by_key(session, key, for_update=lock)
         if row is None:
@@ -109,7 +125,7 @@ class ExperimentService:
         now = self.platform.clock()
         stored = config_to_builtins(config)
         try:
-            with self.platform.session() as session, session.begin():
+            with self._write() as session:
                 if repositories.experiment_by_key(session, config.key) is not None:
                     raise Conflict(f"experiment {config.key!r} already exists", field="key")
                 row = ExperimentRow(
@@ -161,7 +177,7 @@ class ExperimentService:
         compiled = validate_config(config)
         now = self.platform.clock()
         stored = config_to_builtins(config)
-        with self.platform.session() as session, session.begin():
+        with self._write() as session:
             row = self._require(session, key, lock=True)
             if row.status == ExperimentStatus.STOPPED:
                 raise Conflict("a stopped experiment cannot change", field="status")
@@ -227,7 +243,7 @@ class ExperimentService:
             Conflict: the transition is not allowed.
         """
         now = self.platform.clock()
-        with self.platform.session() as session, session.begin():
+        with self._write() as session:
             row = self._require(session, key, lock=True)
             assert row.id is not None
             current = ExperimentStatus(row.status)
@@ -296,7 +312,7 @@ class ExperimentService:
                 than the configured one.
         """
         now = self.platform.clock()
-        with self.platform.session() as session, session.begin():
+        with self._write() as session:
             row = self._require(session, key, lock=True)
             assert row.id is not None
             source = repositories.snapshot(session, row.id, version)
@@ -336,7 +352,7 @@ class ExperimentService:
     def warm_start(self, key: str, actor: str) -> dict[str, Any]:
         """Train a new model from every logged learnable decision and serve it (audited)."""
         now = self.platform.clock()
-        with self.platform.session() as session, session.begin():
+        with self._write() as session:
             row = self._require(session, key, lock=True)
             snapshot = ensure_model(
                 self.platform,

@@ -261,6 +261,8 @@ class Learner:
                 learned[experiment.key] = count
             if version is not None:
                 published[experiment.key] = version
+                assert experiment.id is not None
+                self.platform.forget_model_checks(experiment.id)
         return LearnerReport(closed, learned, published)
 
     def _maybe_go_online(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -22,7 +24,6 @@ from bandit_platform.domain.decisions import OutcomeReceipt
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
-from bandit_platform.storage.tables import DecisionRow, ExperimentRow, OutcomeRow
 
 #: Counter of outcomes rejected because their decision is unknown (to this app).
 UNKNOWN_DECISION_COUNTER = "outcomes.unknown_decision"
@@ -51,16 +52,15 @@ def _fingerprint(request: OutcomeRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _receipt(row: OutcomeRow, *, replayed: bool) -> OutcomeReceipt:
-    assert row.id is not None
+def _receipt(values: Mapping[str, Any], *, replayed: bool) -> OutcomeReceipt:
     return OutcomeReceipt(
-        outcome_id=row.id,
-        decision_id=row.decision_id,
-        event=row.event,
-        value=row.value,
-        occurred_at=row.occurred_at,
-        received_at=row.received_at,
-        late=row.late,
+        outcome_id=values["id"],
+        decision_id=values["decision_id"],
+        event=values["event"],
+        value=values["value"],
+        occurred_at=values["occurred_at"],
+        received_at=values["received_at"],
+        late=values["late"],
         replayed=replayed,
     )
 
@@ -91,20 +91,22 @@ class OutcomeService:
                     session, app.api_key_id, request.idempotency_key
                 )
                 if existing is not None:
-                    if existing.request_hash != fingerprint:
+                    if existing["request_hash"] != fingerprint:
                         raise InvalidInput(
                             "idempotency_key was already used with a different outcome",
                             field="idempotency_key",
                         )
                     return _receipt(existing, replayed=True)
-                decision = session.get(DecisionRow, request.decision_id)
+                decision = repositories.decision_for_outcome(session, request.decision_id)
                 if decision is None or decision.api_key_id != app.api_key_id:
                     unknown = True
                 else:
                     unknown = False
-                    experiment = session.get(ExperimentRow, decision.experiment_id)
-                    assert experiment is not None
-                    compiled = self.platform.compiled(experiment)
+                    compiled = self.platform.compiled_version(
+                        session,
+                        decision.experiment_id,
+                        repositories.experiment_version(session, decision.experiment_id),
+                    )
                     reward = compiled.config.reward
                     if (
                         request.event not in reward.accepted_events()
@@ -120,20 +122,19 @@ class OutcomeService:
                     if request.occurred_at > now + skew:
                         raise InvalidInput("is in the future", field="occurred_at")
                     window = timedelta(hours=reward.attribution_window_hours)
-                    row = OutcomeRow(
-                        decision_id=decision.id,
-                        api_key_id=app.api_key_id,
-                        event=request.event,
-                        value=request.value,
-                        occurred_at=request.occurred_at,
-                        received_at=now,
-                        idempotency_key=request.idempotency_key,
-                        request_hash=fingerprint,
-                        late=request.occurred_at > decision.created_at + window,
-                    )
-                    session.add(row)
-                    session.flush()
-                    receipt = _receipt(row, replayed=False)
+                    values: dict[str, Any] = {
+                        "decision_id": request.decision_id,
+                        "api_key_id": app.api_key_id,
+                        "event": request.event,
+                        "value": request.value,
+                        "occurred_at": request.occurred_at,
+                        "received_at": now,
+                        "idempotency_key": request.idempotency_key,
+                        "request_hash": fingerprint,
+                        "late": request.occurred_at > decision.created_at + window,
+                    }
+                    values["id"] = repositories.insert_outcome(session, values)
+                    receipt = _receipt(values, replayed=False)
         except IntegrityError as exc:
             raise Conflict(
                 "an outcome with this idempotency_key is being stored concurrently; retry",

@@ -37,7 +37,6 @@ class LoadedModel:
     version: int
     model: ContextualBanditModel
     examples_seen: int
-    checked_at: float
 
 
 class Platform:
@@ -62,6 +61,8 @@ class Platform:
         self.clock = clock
         self._compiled: dict[tuple[int, int], CompiledExperiment] = {}
         self._models: dict[int, LoadedModel] = {}
+        #: When each experiment's newest snapshot version was last looked up (monotonic).
+        self._model_checked: dict[int, float] = {}
         self._bad_snapshots: dict[int, set[int]] = {}
         self._lock = threading.Lock()
 
@@ -111,20 +112,26 @@ class Platform:
     def model(self, session: Session, experiment_id: int) -> LoadedModel | None:
         """The newest valid model snapshot of an experiment, reloaded when a newer one appears.
 
-        Looks for a newer version at most every `model_refresh_seconds`. A snapshot whose bytes
-        do not match its checksum, or that VW cannot load, is skipped, logged and counted
-        (`snapshots.corrupt`, in the caller's transaction); the next older valid one is used
-        instead.
+        Looks for a newer version at most every `model_refresh_seconds`; with None, only when
+        `forget_model_checks` was called since the last look (the learner calls it on its own
+        platform after each pass, so a simulation's decisions see each snapshot at a
+        reproducible moment). A snapshot whose bytes do not match its checksum, or that VW
+        cannot load, is skipped, logged and counted (`snapshots.corrupt`, in the caller's
+        transaction); the next older valid one is used instead.
         """
         loaded = self._models.get(experiment_id)
         now = time.monotonic()
-        if loaded is not None and now - loaded.checked_at < self.settings.model_refresh_seconds:
+        refresh = self.settings.model_refresh_seconds
+        checked = self._model_checked.get(experiment_id)
+        if checked is not None and (refresh is None or now - checked < refresh):
             return loaded
         newest = repositories.latest_snapshot_version(session, experiment_id)
         if newest is None:
+            if refresh is None:
+                self._model_checked[experiment_id] = now
             return None
+        self._model_checked[experiment_id] = now
         if loaded is not None and newest <= loaded.version:
-            loaded.checked_at = now
             return loaded
         floor = loaded.version if loaded is not None else 0
         for version in range(newest, floor, -1):
@@ -140,18 +147,25 @@ class Platform:
             except Exception as exc:
                 self._report_bad_snapshot(session, experiment_id, version, exc)
                 continue
-            fresh = LoadedModel(
-                version=row.version,
-                model=model,
-                examples_seen=row.examples_seen,
-                checked_at=now,
-            )
+            fresh = LoadedModel(version=row.version, model=model, examples_seen=row.examples_seen)
             with self._lock:
                 self._models[experiment_id] = fresh
             return fresh
-        if loaded is not None:
-            loaded.checked_at = now
         return loaded
+
+    def forget_compiled(self) -> None:
+        """Drop the compiled configurations (after a rolled-back change that compiled one)."""
+        with self._lock:
+            self._compiled.clear()
+
+    def forget_model_checks(self, experiment_id: int | None = None) -> None:
+        """Make the next decision of the experiment (of every experiment with None) look for a
+        newer model snapshot."""
+        with self._lock:
+            if experiment_id is None:
+                self._model_checked.clear()
+            else:
+                self._model_checked.pop(experiment_id, None)
 
     def _report_bad_snapshot(
         self, session: Session, experiment_id: int, version: int, exc: Exception

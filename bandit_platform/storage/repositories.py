@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +23,63 @@ from bandit_platform.storage.tables import (
     OfferRow,
     OutcomeRow,
 )
+
+_EXPERIMENTS = cast(sa.Table, getattr(ExperimentRow, "__table__"))  # noqa: B009 (untyped)
+_DECISIONS = cast(sa.Table, getattr(DecisionRow, "__table__"))  # noqa: B009
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentHead:
+    """What a decision needs of an experiment row: everything but its configuration, which
+    workers compile once per version."""
+
+    id: int
+    key: str
+    version: int
+    status: str
+    salt: str
+    apprentice_state: str | None
+
+
+# The decision path's statements are built once: each decision only binds its parameters.
+_HEAD_BY_KEY = sa.select(
+    _EXPERIMENTS.c.id,
+    _EXPERIMENTS.c.key,
+    _EXPERIMENTS.c.version,
+    _EXPERIMENTS.c.status,
+    _EXPERIMENTS.c.salt,
+    _EXPERIMENTS.c.apprentice_state,
+).where(_EXPERIMENTS.c.key == sa.bindparam("key"))
+_OFFERS_SHOWN = sa.select(_DECISIONS.c.chosen_offer, _DECISIONS.c.created_at).where(
+    _DECISIONS.c.experiment_id == sa.bindparam("experiment_id"),
+    _DECISIONS.c.customer_key == sa.bindparam("customer_key"),
+    _DECISIONS.c.created_at >= sa.bindparam("since"),
+    _DECISIONS.c.chosen_offer.is_not(None),
+)
+_INSERT_DECISION = sa.insert(_DECISIONS)
+_OUTCOMES = cast(sa.Table, getattr(OutcomeRow, "__table__"))  # noqa: B009
+_OUTCOME_BY_KEY = sa.select(_OUTCOMES).where(
+    _OUTCOMES.c.api_key_id == sa.bindparam("api_key_id"),
+    _OUTCOMES.c.idempotency_key == sa.bindparam("key"),
+)
+_DECISION_FOR_OUTCOME = sa.select(
+    _DECISIONS.c.api_key_id, _DECISIONS.c.experiment_id, _DECISIONS.c.created_at
+).where(_DECISIONS.c.id == sa.bindparam("id"))
+_EXPERIMENT_VERSION = sa.select(_EXPERIMENTS.c.version).where(
+    _EXPERIMENTS.c.id == sa.bindparam("id")
+)
+_INSERT_OUTCOME = sa.insert(_OUTCOMES).returning(_OUTCOMES.c.id)
+
+
+def experiment_head(session: Session, key: str) -> ExperimentHead | None:
+    """The experiment with this key without its configuration, or None."""
+    row = session.connection().execute(_HEAD_BY_KEY, {"key": key}).first()
+    return None if row is None else ExperimentHead(*row)
+
+
+def insert_decision(session: Session, values: Mapping[str, Any]) -> None:
+    """Write one decision row (columns of `DecisionRow`) in the caller's transaction."""
+    session.connection().execute(_INSERT_DECISION, dict(values))
 
 
 def experiment_by_key(
@@ -77,14 +136,10 @@ def offers_shown_since(
     session: Session, experiment_id: int, customer_key: str, since: datetime
 ) -> list[tuple[str, datetime]]:
     """(offer key, time) of every offer shown to the customer in the experiment since `since`."""
-    rows = session.execute(
-        sa.select(col(DecisionRow.chosen_offer), col(DecisionRow.created_at)).where(
-            col(DecisionRow.experiment_id) == experiment_id,
-            col(DecisionRow.customer_key) == customer_key,
-            col(DecisionRow.created_at) >= since,
-            col(DecisionRow.chosen_offer).is_not(None),
-        )
-    ).all()
+    rows = session.connection().execute(
+        _OFFERS_SHOWN,
+        {"experiment_id": experiment_id, "customer_key": customer_key, "since": since},
+    )
     return [(str(offer), created_at) for offer, created_at in rows]
 
 
@@ -129,13 +184,44 @@ def experiment_version_config(
     return None if row is None else row.config
 
 
-def outcome_by_idempotency_key(session: Session, api_key_id: int, key: str) -> OutcomeRow | None:
-    """The outcome stored earlier under this idempotency key, or None."""
-    return session.exec(
-        select(OutcomeRow).where(
-            OutcomeRow.api_key_id == api_key_id, OutcomeRow.idempotency_key == key
-        )
-    ).first()
+def outcome_by_idempotency_key(
+    session: Session, api_key_id: int, key: str
+) -> Mapping[str, Any] | None:
+    """The outcome (its columns) stored earlier under this idempotency key, or None."""
+    row = (
+        session.connection()
+        .execute(_OUTCOME_BY_KEY, {"api_key_id": api_key_id, "key": key})
+        .mappings()
+        .first()
+    )
+    return None if row is None else {str(name): value for name, value in row.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionForOutcome:
+    """What storing an outcome needs of its decision."""
+
+    api_key_id: int
+    experiment_id: int
+    created_at: datetime
+
+
+def decision_for_outcome(session: Session, decision_id: str) -> DecisionForOutcome | None:
+    """The decision an outcome refers to, or None."""
+    row = session.connection().execute(_DECISION_FOR_OUTCOME, {"id": decision_id}).first()
+    return None if row is None else DecisionForOutcome(*row)
+
+
+def experiment_version(session: Session, experiment_id: int) -> int:
+    """The current configuration version of an experiment."""
+    return int(
+        session.connection().execute(_EXPERIMENT_VERSION, {"id": experiment_id}).scalar_one()
+    )
+
+
+def insert_outcome(session: Session, values: Mapping[str, Any]) -> int:
+    """Write one outcome row (columns of `OutcomeRow`) and return its id."""
+    return int(session.connection().execute(_INSERT_OUTCOME, dict(values)).scalar_one())
 
 
 def audit(
