@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -353,6 +354,30 @@ def test_new_decisions_use_the_newest_model(
         assert served_version(other_worker, app, "other-worker") == 3
     finally:
         other_worker.close()
+
+
+def test_without_a_refresh_interval_a_worker_looks_again_only_when_told(
+    cadence: Demo, app: AppIdentity, clock: FakeClock, settings: Settings
+) -> None:
+    """`model_refresh_seconds=None` (simulations): a worker sees a new snapshot when its own
+    learner published it or when told, never in between, so runs reproduce."""
+    platform = cadence.platform
+    assert served_version(platform, app, "warm-up") == 1  # another worker publishes the rest
+    frozen = Platform(replace(settings, model_refresh_seconds=None), clock=clock)
+    try:
+        assert served_version(frozen, app, "first-look") == 1
+        learner = Learner(platform)
+        assert learn_a_version(platform, app, clock, learner, "elsewhere") == 2
+        assert served_version(platform, app, "this-worker") == 2
+        assert served_version(frozen, app, "not-told") == 1
+        frozen.forget_model_checks()
+        assert served_version(frozen, app, "told") == 2
+
+        # Its own learner tells it.
+        assert learn_a_version(frozen, app, clock, Learner(frozen), "own-learner") == 3
+        assert served_version(frozen, app, "after-own-pass") == 3
+    finally:
+        frozen.close()
 
 
 def corrupt(platform: Platform, key: str, version: int) -> None:
