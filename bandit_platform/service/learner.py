@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,7 +61,8 @@ class _State:
     cursor: int
     examples_seen: int
     pending: int = 0
-    last_publish: float = field(default_factory=time.monotonic)
+    #: When this learner loaded or last published the model (the platform's clock).
+    last_publish: datetime | None = None
     matches: deque[bool] = field(default_factory=lambda: deque(maxlen=MATCH_WINDOW))
     imitated: int = 0
 
@@ -237,7 +237,13 @@ class Learner:
             except Exception:
                 logger.exception("snapshot v%s of %s does not load", version, experiment.key)
                 continue
-            state = _State(model, newest, row.last_reward_id, row.examples_seen)
+            state = _State(
+                model,
+                newest,
+                row.last_reward_id,
+                row.examples_seen,
+                last_publish=self.platform.clock(),
+            )
             self._states[experiment.id] = state
             return state
         return None
@@ -335,7 +341,9 @@ class Learner:
             or state.pending >= learning.publish_every_examples
             or (
                 state.pending > 0
-                and time.monotonic() - state.last_publish >= learning.publish_every_seconds
+                and state.last_publish is not None
+                and (self.platform.clock() - state.last_publish).total_seconds()
+                >= learning.publish_every_seconds
             )
         )
         if not due:
@@ -363,7 +371,7 @@ class Learner:
             )
         state.version = row.version
         state.pending = 0
-        state.last_publish = time.monotonic()
+        state.last_publish = self.platform.clock()
         return total, row.version
 
 

@@ -66,8 +66,10 @@ def demo_variant(key: str, **changes: Any) -> ExperimentConfig:
 
 
 def learning(**changes: Any) -> LearningSettings:
-    """The demo's learning settings with `changes` applied."""
-    return msgspec.structs.replace(DEMO.learning, **changes)
+    """The demo's learning settings with `changes` applied; publishing waits a day of the
+    platform's clock unless given (tests advance it by hours, and count on the examples
+    cadence)."""
+    return msgspec.structs.replace(DEMO.learning, **{"publish_every_seconds": 86_400.0, **changes})
 
 
 def short_reward(**changes: Any) -> RewardDefinition:

@@ -380,6 +380,35 @@ def test_without_a_refresh_interval_a_worker_looks_again_only_when_told(
         frozen.close()
 
 
+def test_a_few_examples_are_published_after_publish_every_seconds_of_server_time(
+    demo: Demo, app: AppIdentity, clock: FakeClock
+) -> None:
+    """Below `publish_every_examples`, a snapshot waits until `publish_every_seconds` of the
+    platform's clock (not the wall's) have passed since the learner loaded or published."""
+    platform = demo.platform
+    start(
+        platform,
+        demo_variant(
+            "slow-cadence",
+            reward=short_reward(),
+            learning=learning(publish_every_examples=1000, publish_every_seconds=7200.0),
+            frequency_caps=[],
+        ),
+    )
+    learner = Learner(platform)
+    assert learner.run_once().snapshots_published == {}  # loads v1 now
+    decisions = bandit_decisions(platform, app, "slow-cadence", "few", 3)
+    report(platform, app, decisions[0], "convert", clock.now)
+    after_wait(clock)  # 61 minutes after the load: the rewards close, 3 examples are learned
+    first = learner.run_once()
+    assert first.examples_learned == {"slow-cadence": 3}
+    assert first.snapshots_published == {}
+    clock.advance(seconds=7200 - 61 * 60 - 1)  # one second short of 2 hours
+    assert learner.run_once().snapshots_published == {}
+    clock.advance(seconds=1)
+    assert learner.run_once().snapshots_published == {"slow-cadence": 2}
+
+
 def corrupt(platform: Platform, key: str, version: int) -> None:
     """Flip bytes of a snapshot's model data in the database, leaving its checksum."""
     (row,) = [s for s in snapshots(platform, key) if s["version"] == version]
