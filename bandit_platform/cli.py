@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -65,6 +65,9 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
+    if settings.simulation_seed is not None and args.workers > 1:
+        # Each worker would keep its own simulated clock and decision-id sequence.
+        raise ValueError("simulation mode (BANDIT_SIMULATION_SEED) runs one worker only")
     if not args.no_migrate:
         upgrade(settings.database_url)
     print(f"serving on http://{args.host}:{args.port}  (OpenAPI: /schema)", flush=True)
@@ -101,7 +104,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
         platform.close()
     what = "created and started" if created else "is running"
     where = sa.make_url(settings.database_url).render_as_string(hide_password=True)
-    print(f"demo experiment {DEMO_EXPERIMENT_KEY!r} {what} in {where}")
+    print(f"demo experiment {DEMO_EXPERIMENT_KEY!r} {what} in {where}", flush=True)
+    if created and not args.no_traffic:
+        from simulators.traffic import play_traffic
+
+        print(
+            f"playing {args.traffic_days} days of {args.traffic_customers} simulated customers "
+            "into it (decisions, outcomes, learning), so that it has data to show:",
+            file=sys.stderr,
+            flush=True,
+        )
+        traffic = play_traffic(
+            settings,
+            DEMO_EXPERIMENT_KEY,
+            customers=args.traffic_customers,
+            days=args.traffic_days,
+            progress=_progress_bar("decisions"),
+        )
+        print(file=sys.stderr)
+        print(
+            f"simulated traffic: {traffic.decisions} decisions and {traffic.outcomes} outcomes "
+            f"from {traffic.first_decision_at:%Y-%m-%d} to {traffic.last_event_at:%Y-%m-%d}"
+        )
     print(f"API key for trying it (shown once): {secret}")
     if args.setup_only:
         return 0
@@ -222,20 +246,34 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulators.report import write_report
-    from simulators.runner import SimulationConfig, run_simulation
-
-    config = SimulationConfig.from_toml(Path(args.config))
-    directory = Path(args.out) if args.out else Path(args.config).parent / "runs" / config.name
+def _progress_bar(unit: str) -> Callable[[int, int], None]:
+    """A progress callback drawing `[####----] done/total unit` on stderr."""
 
     def progress(done: int, total: int) -> None:
         if done == total or done % max(total // 200, 1) == 0:
             filled = int(40 * done / max(total, 1))
             bar = "#" * filled + "-" * (40 - filled)
-            print(f"\r[{bar}] {done}/{total} decisions", end="", file=sys.stderr, flush=True)
+            print(f"\r[{bar}] {done}/{total} {unit}", end="", file=sys.stderr, flush=True)
 
-    result = run_simulation(config, directory, progress=progress)
+    return progress
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from simulators.report import write_report
+    from simulators.runner import SimulationConfig, TransportError, run_simulation
+
+    config = SimulationConfig.from_toml(Path(args.config))
+    if args.transport is not None:
+        config = msgspec.structs.replace(config, transport=args.transport)
+    directory = Path(args.out) if args.out else Path(args.config).parent / "runs" / config.name
+
+    try:
+        result = run_simulation(config, directory, progress=_progress_bar("decisions"))
+    except TransportError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     report = write_report(result)
     for name, value in result.summary().items():
@@ -269,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="set up the demo experiment and serve it")
     _server_options(demo)
     demo.add_argument("--setup-only", action="store_true", help="create and start; no server")
+    demo.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="do not play simulated customers into a newly created demo experiment",
+    )
+    demo.add_argument("--traffic-customers", type=int, default=500, help="simulated customers")
+    demo.add_argument("--traffic-days", type=int, default=14, help="days of simulated visits")
     demo.set_defaults(handler=cmd_demo)
 
     migrate = commands.add_parser("migrate", help="migrate the database to the newest schema")
@@ -311,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("config", help="a run file, e.g. experiments/smoke/run.toml")
     simulate.add_argument("--out", help="output folder (default: runs/<name> beside the file)")
+    simulate.add_argument(
+        "--transport",
+        choices=["in_process", "http"],
+        help="in_process (services called directly) or http (a local server in simulation "
+        "mode); overrides the file's `transport` (default in_process)",
+    )
     simulate.set_defaults(handler=cmd_simulate)
 
     model = commands.add_parser("model", help="model snapshots")

@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,6 +32,12 @@ class Settings:
             holds the lease and learns); off for tests that drive the learner themselves.
         learner_interval_seconds: pause between two passes of the learner.
         durable: fsync every commit (SQLite); only offline simulations turn it off.
+        simulation_seed: simulation mode, never for production: with a seed, the server's
+            clock moves only when a simulator sets it, decision ids come from the seed, the
+            background learner must be off and `/v1/simulation` lets a simulator set the
+            clock and run learner passes (see `service.simulation`).
+        simulation_start: where the simulation clock starts (timezone-aware); None for the
+            wall time until the first time a simulator sets the clock.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -42,17 +49,27 @@ class Settings:
     run_learner: bool = False
     learner_interval_seconds: float = 1.0
     durable: bool = True
+    simulation_seed: int | None = None
+    simulation_start: datetime | None = None
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
             raise ValueError("the pseudonym key must have at least 16 bytes")
+        if self.simulation_seed is not None and self.run_learner:
+            raise ValueError("simulation mode drives the learner itself: set BANDIT_LEARNER=off")
+        if self.simulation_start is not None and self.simulation_start.utcoffset() is None:
+            raise ValueError("BANDIT_SIMULATION_START must carry a timezone (e.g. Z)")
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from the environment.
 
         `DATABASE_URL`, `BANDIT_PSEUDONYM_KEY`, `BANDIT_LEARNER` (`on` or `off`),
-        `BANDIT_LEARNER_INTERVAL_SECONDS`, `BANDIT_MODEL_REFRESH_SECONDS`.
+        `BANDIT_LEARNER_INTERVAL_SECONDS`, `BANDIT_MODEL_REFRESH_SECONDS` (seconds, or `none`
+        for only when this worker's own learner published); for simulation mode only (never
+        in production) `BANDIT_SIMULATION_SEED` (an integer; the learner then defaults to off
+        and the model refresh to `none`) and `BANDIT_SIMULATION_START` (ISO 8601 with
+        timezone).
 
         Without `BANDIT_PSEUDONYM_KEY`, a SQLite database keeps a random key in a file beside
         it (mode 0600), created on first use; PostgreSQL requires the variable.
@@ -61,12 +78,18 @@ class Settings:
         url = env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
         key_text = env.get("BANDIT_PSEUDONYM_KEY")
         key = key_text.encode() if key_text else _local_key(url)
+        seed_text = env.get("BANDIT_SIMULATION_SEED")
+        seed = int(seed_text) if seed_text else None
+        start_text = env.get("BANDIT_SIMULATION_START")
+        refresh = env.get("BANDIT_MODEL_REFRESH_SECONDS", "1.0" if seed is None else "none")
         return cls(
             database_url=url,
             pseudonym_key=key,
-            run_learner=env.get("BANDIT_LEARNER", "on") != "off",
+            simulation_seed=seed,
+            simulation_start=datetime.fromisoformat(start_text) if start_text else None,
+            run_learner=env.get("BANDIT_LEARNER", "on" if seed is None else "off") != "off",
             learner_interval_seconds=float(env.get("BANDIT_LEARNER_INTERVAL_SECONDS", "1.0")),
-            model_refresh_seconds=float(env.get("BANDIT_MODEL_REFRESH_SECONDS", "1.0")),
+            model_refresh_seconds=None if refresh.lower() == "none" else float(refresh),
         )
 
 

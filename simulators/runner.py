@@ -1,11 +1,28 @@
-"""Run a platform policy against the simulated world, in-process, through the service layer.
+"""Run a platform policy against the simulated world, in-process or over HTTP.
 
 The runner plays the bank: for every visit of the world, in time order, it asks the
-platform's `DecisionService` for a decision (exactly as the API does), draws the customer's
-response from the ground-truth model, reports each event through `OutcomeService` when
-simulated time reaches it, and lets the `Learner` close rewards and learn every
-`learn_every_hours` of simulated time. The platform runs on its own SQLite file with a
-simulated clock and seeded decision ids, so a run reproduces bit-for-bit from its seed.
+platform for a decision, draws the customer's response from the ground-truth model, reports
+each event as an outcome when simulated time reaches it, and lets the learner close rewards
+and learn every `learn_every_hours` of simulated time. The platform runs on its own SQLite
+file with a simulated clock and seeded decision ids, so a run reproduces bit-for-bit from its
+seed.
+
+The loop talks to the platform through a `PlatformPort` (set the time, decide, record an
+outcome, learn), with two transports (`SimulationConfig.transport`):
+
+- `in_process` (default): `DecisionService`, `OutcomeService` and `Learner` called directly,
+  the clock injected into the `Platform`. Research baselines (a `bandit_policy` of the
+  decision service) run only here.
+- `http`: the run's database is prepared in-process as above (migrated, experiment created
+  with the seeded salt and started, an API key with the decide, outcome and manage scopes),
+  then `bandit-platform serve` starts as a subprocess on a free local port in simulation mode
+  (`BANDIT_SIMULATION_SEED`, `BANDIT_SIMULATION_START`, `BANDIT_LEARNER=off`, the same
+  pseudonym key and model refresh as in-process), and the loop goes through the public API:
+  `PUT /v1/simulation/clock` whenever simulated time moves, `POST /v1/decisions`,
+  `POST /v1/outcomes` and `POST /v1/simulation/learn`. The server is stopped when the loop
+  ends (or fails; its log is `server.log`), then the export and truth are written from the
+  database file exactly as in-process. For the same config and seed both transports log the
+  same decisions (ids, arms, propensities, model versions) and the same truth.
 
 Beside the platform's own decision log (exported as Parquet and dsjson), it records the truth
 for every decision: the exact expected reward of the arm shown, of the policy's whole
@@ -16,22 +33,29 @@ from __future__ import annotations
 
 import heapq
 import json
-import random
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
 import tomllib
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from types import TracebackType
+from typing import IO, Annotated, Any, Literal, Protocol
 
+import httpx
 import msgspec
 import numpy as np
 import polars as pl
 
+from bandit_platform.api.schemas import DecisionResponseBody
 from bandit_platform.demo import demo_config
-from bandit_platform.domain.access import Scope
+from bandit_platform.domain.access import AppIdentity, Scope
 from bandit_platform.domain.config import (
     ExperimentConfig,
     RewardHorizon,
@@ -46,12 +70,26 @@ from bandit_platform.service.export import export_log
 from bandit_platform.service.learner import Learner
 from bandit_platform.service.outcomes import OutcomeRequest, OutcomeService
 from bandit_platform.service.platform import Platform
+from bandit_platform.service.simulation import seeded_ids
 from bandit_platform.settings import Settings
 from bandit_platform.storage.database import upgrade
+from simulators.baselines import (
+    DEFAULT_ALPHA,
+    DEFAULT_DRAWS,
+    DEFAULT_RIDGE,
+    DEFAULT_V,
+    Baseline,
+    LinearThompson,
+    LinUCB,
+    Oracle,
+)
 from simulators.response import expected_reward, sample_outcomes
 from simulators.world import World
 
-PolicyKind = Literal["bandit", "uniform", "incumbent"]
+PolicyKind = Literal["bandit", "uniform", "incumbent", "linucb", "thompson", "oracle"]
+Transport = Literal["in_process", "http"]
+#: The policies a server runs by itself; other kinds (research baselines) run only in-process.
+HTTP_POLICIES: frozenset[str] = frozenset({"bandit", "uniform", "incumbent"})
 
 
 class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -59,13 +97,77 @@ class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
     `bandit`: the VW bandit with `explorer` (any explorer of the experiment schema);
     `uniform`: the A-B arm, uniform over eligible offers; `incumbent`: the A-B arm with the
-    demo's incumbent rules.
+    demo's incumbent rules. Research baselines (`simulators.baselines`, in-process only) serve
+    the whole bandit group through the platform's decision path: `linucb` (disjoint LinUCB,
+    `alpha`, `ridge`), `thompson` (linear Thompson sampling, `v`, `ridge`, `draws`, seeded
+    from the run's seed) and `oracle` (the ground truth's best arm). A parameter left out
+    takes the baseline's default; one given for a kind that does not use it is an error.
     """
 
     kind: PolicyKind = "bandit"
     explorer: dict[str, Any] = msgspec.field(
         default_factory=lambda: {"kind": "epsilon_greedy", "epsilon": 0.1}
     )
+    #: LinUCB's exploration weight (>= 0).
+    alpha: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    #: Thompson sampling's posterior scale (> 0): theta ~ N(theta_hat, v^2 A^-1).
+    v: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    #: Ridge penalty of LinUCB and Thompson sampling (> 0).
+    ridge: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    #: Posterior draws behind Thompson sampling's propensities (>= 1).
+    draws: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+    def __post_init__(self) -> None:
+        # Decoding checks the bounds above with the field's path; this also checks direct
+        # construction, finiteness, and parameters given to a kind that ignores them.
+        uses = _PARAMETERS[self.kind]
+        for name, low, strict in (
+            ("alpha", 0.0, False),
+            ("v", 0.0, True),
+            ("ridge", 0.0, True),
+            ("draws", 1, False),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name not in uses:
+                kinds = sorted(k for k, names in _PARAMETERS.items() if name in names)
+                raise ValueError(
+                    f"`{name}` applies only to kind {' or '.join(map(repr, kinds))}, "
+                    f"not {self.kind!r}"
+                )
+            if not math.isfinite(value) or value < low or (strict and value == low):
+                bound = f"> {low}" if strict else f">= {low}"
+                raise ValueError(f"`{name}` must be a finite number {bound} (got {value!r})")
+
+
+#: The parameters of `PolicySpec` each kind uses.
+_PARAMETERS: dict[str, frozenset[str]] = {
+    "bandit": frozenset(),
+    "uniform": frozenset(),
+    "incumbent": frozenset(),
+    "linucb": frozenset({"alpha", "ridge"}),
+    "thompson": frozenset({"v", "ridge", "draws"}),
+    "oracle": frozenset(),
+}
+
+
+def baseline_for(config: SimulationConfig, horizon: RewardHorizon) -> Baseline | None:
+    """The research baseline of the run's policy (None for the platform's own policies)."""
+    policy = config.policy
+    ridge = DEFAULT_RIDGE if policy.ridge is None else policy.ridge
+    if policy.kind == "linucb":
+        return LinUCB(alpha=DEFAULT_ALPHA if policy.alpha is None else policy.alpha, ridge=ridge)
+    if policy.kind == "thompson":
+        return LinearThompson(
+            v=DEFAULT_V if policy.v is None else policy.v,
+            ridge=ridge,
+            draws=DEFAULT_DRAWS if policy.draws is None else policy.draws,
+            seed=config.seed,
+        )
+    if policy.kind == "oracle":
+        return Oracle(horizon)
+    return None
 
 
 class SimulationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -79,6 +181,7 @@ class SimulationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     learn_every_hours: float = 1.0
     publish_every_examples: int = 200
     policy: PolicySpec = msgspec.field(default_factory=PolicySpec)
+    transport: Transport = "in_process"
 
     @classmethod
     def from_toml(cls, path: Path) -> SimulationConfig:
@@ -110,6 +213,7 @@ class SimulationResult:
             "name": self.config.name,
             "seed": self.config.seed,
             "policy": msgspec.to_builtins(self.config.policy),
+            "transport": self.config.transport,
             "decisions": self.decisions,
             "outcomes": self.outcomes,
             "true_policy_value_per_decision": self.policy_value,
@@ -139,8 +243,8 @@ def experiment_for(config: SimulationConfig) -> ExperimentConfig:
     document = msgspec.to_builtins(demo_config())
     document["key"] = f"sim-{config.name}"[:63]
     document["name"] = f"Simulation {config.name}"[:120]
-    split = {"bandit": (0, 0, 100), "uniform": (0, 100, 0), "incumbent": (0, 100, 0)}
-    holdout, ab, bandit = split[config.policy.kind]
+    split = {"uniform": (0, 100, 0), "incumbent": (0, 100, 0)}  # the others: all bandit
+    holdout, ab, bandit = split.get(config.policy.kind, (0, 0, 100))
     document["traffic"] = msgspec.to_builtins(TrafficSplit(holdout=holdout, ab=ab, bandit=bandit))
     if config.policy.kind == "uniform":
         document["ab_arm"] = {"kind": "uniform"}
@@ -150,9 +254,321 @@ def experiment_for(config: SimulationConfig) -> ExperimentConfig:
     return config_from_builtins(document)
 
 
-def _seeded_ids(seed: int) -> Callable[[], str]:
-    source = random.Random(seed)
-    return lambda: str(uuid.UUID(int=source.getrandbits(128), version=4))
+@dataclass(frozen=True)
+class Answer:
+    """A decision as the runner sees it, whatever the transport.
+
+    `probabilities` are per arm (`offer/variant` or `no_offer`) over the eligible arms, in
+    the logged order; `eligible` lists those arms.
+    """
+
+    decision_id: str
+    offer: str | None
+    variant: str | None
+    group: str
+    reason: str
+    propensity: float
+    probabilities: dict[str, float]
+    eligible: list[str]
+    model_version: int | None
+
+
+class PlatformPort(Protocol):
+    """How the runner reaches the platform: in-process or over HTTP."""
+
+    def set_time(self, now: datetime) -> None:
+        """Move the platform's clock to `now` (never backwards)."""
+        ...
+
+    def decide(self, request: DecisionRequest) -> Answer:
+        """Ask for a decision."""
+        ...
+
+    def record(self, outcome: OutcomeRequest) -> None:
+        """Report an outcome."""
+        ...
+
+    def learn(self) -> None:
+        """Run one learner pass (close rewards, learn, publish when due)."""
+        ...
+
+
+class InProcessPort:
+    """The platform's services called directly, on the run's simulated clock."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        clock: SimulatedClock,
+        app: AppIdentity,
+        decisions: DecisionService | None = None,
+    ) -> None:
+        self.clock = clock
+        self.app = app
+        self.decisions = decisions or DecisionService(platform)
+        self.outcomes = OutcomeService(platform)
+        self.learner = Learner(platform)
+
+    def set_time(self, now: datetime) -> None:
+        self.clock.now = now
+
+    def decide(self, request: DecisionRequest) -> Answer:
+        decision = self.decisions.decide(request, self.app)
+        return Answer(
+            decision_id=decision.decision_id,
+            offer=decision.offer,
+            variant=decision.variant,
+            group=decision.group.value,
+            reason=decision.reason.value,
+            propensity=decision.propensity,
+            probabilities=decision.probabilities,
+            eligible=decision.eligible,
+            model_version=decision.model_version,
+        )
+
+    def record(self, outcome: OutcomeRequest) -> None:
+        self.outcomes.record(outcome, self.app)
+
+    def learn(self) -> None:
+        self.learner.run_once()
+
+
+class BaselinePort(InProcessPort):
+    """In-process, with a research baseline serving the bandit group: after each learner
+    pass (which closes the rewards) the baseline learns the newly closed ones."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        clock: SimulatedClock,
+        app: AppIdentity,
+        baseline: Baseline,
+        experiment_key: str,
+    ) -> None:
+        super().__init__(platform, clock, app, DecisionService(platform, bandit_policy=baseline))
+        self.platform = platform
+        self.baseline = baseline
+        self.experiment_key = experiment_key
+
+    def learn(self) -> None:
+        super().learn()
+        self.baseline.learn(self.platform, self.experiment_key)
+
+
+class TransportError(RuntimeError):
+    """The server refused a request of the HTTP transport, or could not be run."""
+
+
+class HttpPort:
+    """The platform behind its JSON API: a server in simulation mode (`/v1/simulation`).
+
+    The clock endpoint is called only when the simulated time changes.
+    """
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 60.0) -> None:
+        self.client = httpx.Client(
+            base_url=base_url,
+            headers={"X-API-Key": api_key, "Content-Type": "application/json"},
+            timeout=timeout,
+        )
+        self._now: datetime | None = None
+
+    def __enter__(self) -> HttpPort:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.client.close()
+
+    def _call(self, method: str, path: str, body: object = None) -> bytes:
+        content = None if body is None else msgspec.json.encode(body)
+        response = self.client.request(method, path, content=content)
+        if response.is_error:
+            raise TransportError(
+                f"{method} {path} answered {response.status_code}: {response.text[:500]}"
+            )
+        return response.content
+
+    def set_time(self, now: datetime) -> None:
+        if now != self._now:
+            self._call("PUT", "/v1/simulation/clock", {"now": now})
+            self._now = now
+
+    def decide(self, request: DecisionRequest) -> Answer:
+        body: dict[str, Any] = {
+            "experiment": request.experiment,
+            "customer_id": request.customer_id,
+            "context": {section: dict(fields) for section, fields in request.context.items()},
+            "surface": request.surface,
+            "consent": request.consent,
+        }
+        if request.request_id is not None:
+            body["request_id"] = request.request_id
+        if request.requested_at is not None:
+            body["requested_at"] = request.requested_at
+        answer = msgspec.json.decode(
+            self._call("POST", "/v1/decisions", body), type=DecisionResponseBody
+        )
+        return Answer(
+            decision_id=answer.decision_id,
+            offer=answer.offer,
+            variant=answer.variant,
+            group=answer.group,
+            reason=answer.reason,
+            propensity=answer.propensity,
+            probabilities=answer.arm_probabilities,
+            # The logged eligible arms are exactly the keys of the arm probabilities.
+            eligible=list(answer.arm_probabilities),
+            model_version=answer.model_version,
+        )
+
+    def record(self, outcome: OutcomeRequest) -> None:
+        self._call(
+            "POST",
+            "/v1/outcomes",
+            {
+                "decision_id": outcome.decision_id,
+                "event": outcome.event,
+                "value": outcome.value,
+                "occurred_at": outcome.occurred_at,
+                "idempotency_key": outcome.idempotency_key,
+            },
+        )
+
+    def learn(self) -> None:
+        self._call("POST", "/v1/simulation/learn")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _refresh_variable(seconds: float | None) -> str:
+    return "none" if seconds is None else repr(seconds)
+
+
+class SimulationServer:
+    """`bandit-platform serve` in simulation mode on a free local port, for one run.
+
+    Use it as a context manager: it is ready on entry and stopped on exit, also on errors.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        seed: int,
+        start: datetime,
+        log: Path,
+        *,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.seed = seed
+        self.start = start
+        self.log = log
+        self.ready_timeout = ready_timeout
+        self.url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._handle: IO[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this one without `BANDIT_*` settings, plus the run's."""
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("BANDIT_") and name != "DATABASE_URL"
+        }
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env.update(
+            {
+                "DATABASE_URL": self.settings.database_url,
+                "BANDIT_PSEUDONYM_KEY": self.settings.pseudonym_key.decode(),
+                "BANDIT_SIMULATION_SEED": str(self.seed),
+                "BANDIT_SIMULATION_START": self.start.isoformat(),
+                "BANDIT_LEARNER": "off",
+                "BANDIT_MODEL_REFRESH_SECONDS": _refresh_variable(
+                    self.settings.model_refresh_seconds
+                ),
+            }
+        )
+        return env
+
+    def __enter__(self) -> SimulationServer:
+        self._handle = self.log.open("wb")
+        try:
+            for _ in range(3):
+                port = _free_port()
+                self.url = f"http://127.0.0.1:{port}"
+                command = [
+                    sys.executable,
+                    "-m",
+                    "bandit_platform.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-migrate",
+                ]
+                # The command is fixed; only the port number varies.
+                self._process = subprocess.Popen(  # noqa: S603
+                    command, env=self.environment(), stdout=self._handle, stderr=subprocess.STDOUT
+                )
+                if self._wait_ready(self._process):
+                    return self
+                self._process = None
+                if "address already in use" not in self._log_tail().lower():
+                    break
+            raise TransportError(f"the simulation server did not start:\n{self._log_tail()}")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def _wait_ready(self, process: subprocess.Popen[bytes]) -> bool:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            try:
+                if httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TransportError(
+            f"the simulation server was not ready within {self.ready_timeout:g} s:\n"
+            f"{self._log_tail()}"
+        )
+
+    def _log_tail(self) -> str:
+        if self._handle is not None:
+            self._handle.flush()
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None = None,
+        error: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def run_simulation(
@@ -165,10 +581,21 @@ def run_simulation(
 
     Writes `simulation.db` (the platform's database), `<experiment>.parquet` and `.dsjson`
     (the platform's export), `truth.parquet` (per decision: expected reward of the arm shown,
-    of the policy, of the oracle; regret) and `summary.json`.
+    of the policy, of the oracle; regret) and `summary.json`; with the HTTP transport also
+    `server.log`.
+
+    Raises:
+        ValueError: the HTTP transport with a policy that runs only in-process.
+        TransportError: the HTTP transport's server did not start or refused a request.
     """
+    if config.transport == "http" and config.policy.kind not in HTTP_POLICIES:
+        raise ValueError(
+            f"policy {config.policy.kind!r} runs only in-process (a server serves only "
+            f'{sorted(HTTP_POLICIES)}); use transport = "in_process"'
+        )
     directory.mkdir(parents=True, exist_ok=True)
-    database = directory / "simulation.db"
+    # Absolute: the HTTP transport's server process opens the same file.
+    database = (directory / "simulation.db").resolve()
     for stale in directory.glob("simulation.db*"):
         stale.unlink()
     url = f"sqlite:///{database}"
@@ -181,9 +608,9 @@ def run_simulation(
         database_url=url,
         pseudonym_key=f"simulation-{config.seed:016d}".encode(),
         durable=False,
-        model_refresh_seconds=0.0,
+        model_refresh_seconds=None,
     )
-    platform = Platform(settings, clock=clock, new_id=_seeded_ids(config.seed))
+    platform = Platform(settings, clock=clock, new_id=seeded_ids(config.seed))
     try:
         return _run(config, directory, world, clock, platform, progress)
     finally:
@@ -202,10 +629,48 @@ def _run(
     experiments = ExperimentService(platform)
     experiments.create(experiment, "simulator", salt=f"{config.seed:032x}")
     experiments.change_status(experiment.key, ExperimentStatus.RUNNING, "simulator")
-    app = ApiKeyService(platform).create("simulator", {Scope.DECIDE, Scope.OUTCOME}).identity
-    decide = DecisionService(platform).decide
-    record = OutcomeService(platform).record
-    learner = Learner(platform)
+    # The same key for both transports; the HTTP one needs `manage` for /v1/simulation.
+    key = ApiKeyService(platform).create("simulator", {Scope.DECIDE, Scope.OUTCOME, Scope.MANAGE})
+    if config.transport == "http":
+        # The run's own connections let go of the file while the server writes it.
+        platform.engine.dispose()
+        log = directory / "server.log"
+        with (
+            SimulationServer(platform.settings, config.seed, clock.now, log) as server,
+            HttpPort(server.url, key.secret) as http,
+        ):
+            rows, outcomes_posted = play(config, experiment, world, clock, http, progress)
+    else:
+        baseline = baseline_for(config, experiment.reward.learning_horizon())
+        port = (
+            InProcessPort(platform, clock, key.identity, DecisionService(platform))
+            if baseline is None
+            else BaselinePort(platform, clock, key.identity, baseline, experiment.key)
+        )
+        oracle = baseline if isinstance(baseline, Oracle) else None
+        rows, outcomes_posted = play(config, experiment, world, clock, port, progress, oracle)
+    return _finish(config, directory, experiment, platform, rows, outcomes_posted)
+
+
+def play(
+    config: SimulationConfig,
+    experiment: ExperimentConfig,
+    world: World,
+    clock: SimulatedClock,
+    port: PlatformPort,
+    progress: Callable[[int, int], None] | None,
+    oracle: Oracle | None = None,
+    *,
+    until_seconds: float | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The bank's side of the run: visits, decisions, outcomes and learner passes in time
+    order through `port`; returns the truth rows and the number of outcomes posted. An
+    `oracle` baseline is shown each visit's situation before the decision.
+
+    After the last visit the remaining events are posted and one more learner pass runs once
+    every reward window has closed; with `until_seconds`, the run stops there instead: later
+    events are never posted and the last pass runs at that time (the demo's traffic, which
+    must not reach past the present)."""
     horizon: RewardHorizon = experiment.reward.learning_horizon()
     rng = np.random.default_rng(config.seed + 1)
 
@@ -230,16 +695,16 @@ def _run(
         nonlocal outcomes_posted
         while pending and pending[0][0] <= seconds:
             at, _, decision_id, event, value = heapq.heappop(pending)
-            clock.now = clock.at(at)
-            record(
+            now = clock.at(at)
+            port.set_time(now)
+            port.record(
                 OutcomeRequest(
                     decision_id=decision_id,
                     event=event,
                     value=value,
-                    occurred_at=clock.now,
+                    occurred_at=now,
                     idempotency_key=f"{decision_id}-{outcomes_posted}",
-                ),
-                app,
+                )
             )
             outcomes_posted += 1
 
@@ -247,11 +712,11 @@ def _run(
         seconds = float(visit.time_seconds)
         while next_learn <= seconds:
             post_until(next_learn)
-            clock.now = clock.at(next_learn)
-            learner.run_once()
+            port.set_time(clock.at(next_learn))
+            port.learn()
             next_learn += learn_every
         post_until(seconds)
-        clock.now = clock.at(seconds)
+        port.set_time(clock.at(seconds))
         if visit.day != state_day:
             ids = sorted(customers_by_day[visit.day])
             states = {s.customer_id: s for s in world.customer_states(visit.day, ids)}
@@ -262,15 +727,16 @@ def _run(
             for offer, times in exposures[visit.customer_id].items()
         }
         situation = world.situation(visit, exposures=ages, customer=customer)
-        decision = decide(
+        if oracle is not None:
+            oracle.situation = situation
+        decision = port.decide(
             DecisionRequest(
                 experiment=experiment.key,
                 customer_id=f"sim-customer-{visit.customer_id}",
                 context=customer.context(visit.trigger),
                 surface=visit.surface,
                 consent=True,
-            ),
-            app,
+            )
         )
         chosen = "no_offer" if decision.offer is None else f"{decision.offer}/{decision.variant}"
         values = {arm: expected_reward(situation, arm, horizon) for arm in decision.eligible}
@@ -290,8 +756,8 @@ def _run(
                 "time_seconds": seconds,
                 "customer_id": visit.customer_id,
                 "segment": customer.latent.segment,
-                "group": decision.group.value,
-                "reason": decision.reason.value,
+                "group": decision.group,
+                "reason": decision.reason,
                 "arm": chosen,
                 "propensity": decision.propensity,
                 "expected_reward": values[chosen],
@@ -306,11 +772,24 @@ def _run(
 
     # Let every window close: post the remaining events, then close and learn once more.
     end = max((p[0] for p in pending), default=float(visits[-1].time_seconds) if visits else 0.0)
-    post_until(end)
     wait = (horizon.reward_wait_hours or horizon.attribution_window_hours) * 3600.0
-    clock.now = clock.at(end + wait + 3600.0)
-    learner.run_once()
+    last = end + wait + 3600.0 if until_seconds is None else until_seconds
+    post_until(min(end, last))
+    port.set_time(clock.at(last))
+    port.learn()
+    return rows, outcomes_posted
 
+
+def _finish(
+    config: SimulationConfig,
+    directory: Path,
+    experiment: ExperimentConfig,
+    platform: Platform,
+    rows: list[dict[str, Any]],
+    outcomes_posted: int,
+) -> SimulationResult:
+    """Export the platform's log, write the truth and the summary."""
+    horizon = experiment.reward.learning_horizon()
     truth = pl.DataFrame(rows)
     export_log(platform, experiment.key, directory)
     ledger = pl.read_parquet(directory / f"{experiment.key}.parquet")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
@@ -18,17 +21,43 @@ from bandit_platform.api.controllers import (
     ready,
 )
 from bandit_platform.api.errors import EXCEPTION_HANDLERS
+from bandit_platform.api.simulation import SimulationController
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionService
 from bandit_platform.service.experiments import ExperimentService
 from bandit_platform.service.learner import LearnerRunner
 from bandit_platform.service.outcomes import OutcomeService
 from bandit_platform.service.platform import Platform
+from bandit_platform.service.simulation import SimulationControl, simulation_platform
 from bandit_platform.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _simulation_mode(settings: Settings, platform: Platform | None) -> SimulationControl:
+    """Simulation mode's control (settable clock, seeded ids), announced loudly."""
+    control = SimulationControl(platform or simulation_platform(settings))
+    logger.warning(
+        "SIMULATION MODE (BANDIT_SIMULATION_SEED=%s): the clock moves only when "
+        "PUT /v1/simulation/clock sets it, decision ids are predictable and the background "
+        "learner is off. Never run this in production.",
+        settings.simulation_seed,
+    )
+    return control
 
 
 def create_app(settings: Settings, platform: Platform | None = None) -> Litestar:
-    """Build the app on a platform (made from `settings` unless given)."""
+    """Build the app on a platform (made from `settings` unless given).
+
+    With `settings.simulation_seed` (simulation mode) a given platform must have a
+    `SimulationClock`, and the `/v1/simulation` routes exist; otherwise they do not.
+    """
+    simulation: SimulationControl | None = None
+    extra: list[Any] = []
+    if settings.simulation_seed is not None:
+        simulation = _simulation_mode(settings, platform)
+        platform = simulation.platform
+        extra.append(SimulationController)
     platform = platform or Platform(settings)
     runner = LearnerRunner(platform, interval_seconds=settings.learner_interval_seconds)
     startup = [runner.start] if settings.run_learner else []
@@ -40,6 +69,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             "outcomes": OutcomeService(platform),
             "experiments": ExperimentService(platform),
             "learner": runner,
+            "simulation": simulation,
         }
     )
     return Litestar(
@@ -52,6 +82,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             explorers,
             live,
             ready,
+            *extra,
         ],
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -142,3 +142,17 @@ class LearnerStatusBody(msgspec.Struct, kw_only=True):
     this_worker_holds: bool
     last_error: str | None
     last_report: dict[str, Any] | None
+
+
+class SimulationClockBody(_Body, kw_only=True):
+    """`PUT /v1/simulation/clock` (simulation mode only): the server's new time."""
+
+    now: datetime
+
+
+class LearnerReportBody(msgspec.Struct, kw_only=True):
+    """What one learner pass did, per experiment key."""
+
+    rewards_closed: int
+    examples_learned: dict[str, int]
+    snapshots_published: dict[str, int]
