@@ -87,8 +87,10 @@ class FeatureMap:
     Fields are read in sorted order, so the vector is a pure function of the context.
 
     Attributes:
-        dimension: the vector's size `d` (at least 2); collisions become rare when `d - 1`
-            is several times the number of distinct tokens (about 80 in the demo).
+        dimension: the vector's size `d` (at least 2). The demo's context has 67 distinct
+            tokens; at the default 256, 10 of them share a slot with another (3 at 1,024),
+            which costs little for a ridge regression (offline, 256 and 1,024 slots fitted
+            the true rewards equally well) and keeps the O(d^2) updates cheap.
     """
 
     dimension: int = DEFAULT_DIMENSION

@@ -44,7 +44,8 @@ def test_the_demo_plays_simulated_customers_into_a_new_experiment_and_stops_at_n
     ((outcomes,),) = query(database, "SELECT count(*) FROM outcomes")
     assert outcomes > 0
     ((versions,),) = query(database, "SELECT max(version) FROM model_snapshots")
-    assert isinstance(versions, int) and versions > 1
+    assert isinstance(versions, int)
+    assert versions > 1
 
     # Nothing lies in the future, and the visits span the days asked for, ending one reward
     # window before now.
