@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -357,6 +357,9 @@ class CompiledExperiment:
     incumbent_rules: tuple[tuple[Expression, IncumbentRule], ...]
     context_fields: Mapping[str, ContextField]
     protected: frozenset[str]
+    #: Derived data that layers above the domain compute once per compiled configuration
+    #: (e.g. `features.context.arm_namespaces`); not part of the configuration's identity.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def arms(self) -> list[Arm]:

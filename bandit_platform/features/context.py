@@ -146,9 +146,19 @@ def _append(bucket: list[tuple[str, float]], name: str, value: ContextValue) -> 
 def arm_namespaces(experiment: CompiledExperiment, arm_key: str) -> Namespaces:
     """Action features of an arm by its key (`offer/variant` or `no_offer`).
 
+    Computed once per compiled configuration and arm; callers must not modify the result.
+
     Raises:
         KeyError: the arm is not in this configuration.
     """
+    cache: dict[str, Namespaces] = experiment.derived.setdefault("arm_namespaces", {})
+    found = cache.get(arm_key)
+    if found is None:
+        found = cache[arm_key] = _arm_namespaces(experiment, arm_key)
+    return found
+
+
+def _arm_namespaces(experiment: CompiledExperiment, arm_key: str) -> Namespaces:
     if arm_key == NO_OFFER:
         return offer_namespaces(None, None)
     offer_key, variant_key = arm_key.split("/", 1)
