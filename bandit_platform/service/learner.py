@@ -31,7 +31,7 @@ from bandit_platform.features.context import Namespaces, arm_namespaces, context
 from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
 from bandit_platform.service.models import publish_snapshot
 from bandit_platform.service.platform import Platform
-from bandit_platform.service.rewards import close_rewards
+from bandit_platform.service.rewards import Watermarks, close_rewards
 from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import DecisionRow, ExperimentRow, ModelSnapshotRow, RewardRow
 
@@ -219,6 +219,8 @@ class Learner:
         self.platform = platform
         self.batch_size = batch_size
         self._states: dict[int, _State] = {}
+        #: Where the reward join's previous pass stopped, per experiment and horizon.
+        self._watermarks: Watermarks = {}
 
     def _state(self, session: Session, experiment: ExperimentRow) -> _State | None:
         assert experiment.id is not None
@@ -250,7 +252,7 @@ class Learner:
 
     def run_once(self) -> LearnerReport:
         """Close rewards, learn from the new ones, publish snapshots when due."""
-        closed = close_rewards(self.platform)
+        closed = close_rewards(self.platform, watermarks=self._watermarks)
         learned: dict[str, int] = {}
         published: dict[str, int] = {}
         with self.platform.session() as session:

@@ -29,6 +29,13 @@ from bandit_platform.storage.tables import DecisionRow, ExperimentRow, OutcomeRo
 
 #: Decisions closed per transaction.
 BATCH_SIZE = 1000
+#: How far before the last pass's cutoff the next pass looks again: a decision made up to this
+#: long before the cutoff might commit after the pass read (its transaction still open, or its
+#: worker's clock behind), so the clock-skew tolerance is added to this margin.
+WATERMARK_MARGIN = timedelta(hours=1)
+
+#: Per (experiment id, horizon name): decisions made before this time all have that reward.
+Watermarks = dict[tuple[int, str], datetime]
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,10 @@ def _close_batch(
     now: datetime,
     skew: timedelta,
     batch_size: int,
+    since: datetime | None = None,
 ) -> tuple[int, int]:
-    """Close one batch; returns (candidates seen, rewards written)."""
+    """Close one batch of decisions made from `since` (all with None) until the horizon's
+    cutoff; returns (candidates seen, rewards written)."""
     assert experiment.id is not None
     wait = timedelta(hours=horizon.reward_wait_hours or horizon.attribution_window_hours)
     cutoff = now - wait
@@ -103,13 +112,12 @@ def _close_batch(
         .where(RewardRow.decision_id == DecisionRow.id, RewardRow.horizon == horizon.name)
         .exists()
     )
+    window = [col(DecisionRow.created_at) <= cutoff]
+    if since is not None:
+        window.append(col(DecisionRow.created_at) >= since)
     candidates = session.execute(
         sa.select(col(DecisionRow.id), col(DecisionRow.created_at), col(DecisionRow.learnable))
-        .where(
-            col(DecisionRow.experiment_id) == experiment.id,
-            col(DecisionRow.created_at) <= cutoff,
-            ~already,
-        )
+        .where(col(DecisionRow.experiment_id) == experiment.id, *window, ~already)
         .order_by(col(DecisionRow.created_at), col(DecisionRow.id))
         .limit(batch_size)
     ).all()
@@ -147,8 +155,14 @@ def _close_batch(
     return len(candidates), _insert_ignoring_duplicates(session, rows)
 
 
-def close_rewards(platform: Platform, *, batch_size: int = BATCH_SIZE) -> int:
+def close_rewards(
+    platform: Platform, *, batch_size: int = BATCH_SIZE, watermarks: Watermarks | None = None
+) -> int:
     """Close every reward whose wait time has passed, for every experiment and horizon.
+
+    With `watermarks` (kept by the caller between passes, e.g. the learner), a pass reads only
+    the decisions made since the previous pass's cutoff minus `WATERMARK_MARGIN` and the
+    clock-skew tolerance, instead of the whole log; the first pass reads everything.
 
     Returns:
         How many rewards were written.
@@ -159,12 +173,22 @@ def close_rewards(platform: Platform, *, batch_size: int = BATCH_SIZE) -> int:
     with platform.read_session() as session:
         experiments = session.exec(select(ExperimentRow)).all()
     for experiment in experiments:
+        assert experiment.id is not None
         compiled = platform.compiled(experiment)
         for horizon in compiled.config.reward.horizons():
+            mark = (experiment.id, horizon.name)
+            since = None if watermarks is None else watermarks.get(mark)
             while True:
                 with platform.session() as session, session.begin():
-                    seen, added = _close_batch(session, experiment, horizon, now, skew, batch_size)
+                    seen, added = _close_batch(
+                        session, experiment, horizon, now, skew, batch_size, since
+                    )
                 written += added
                 if seen < batch_size:
                     break
+            if watermarks is not None:
+                wait = timedelta(
+                    hours=horizon.reward_wait_hours or horizon.attribution_window_hours
+                )
+                watermarks[mark] = now - wait - WATERMARK_MARGIN - skew
     return written

@@ -122,6 +122,7 @@ class DecisionRow(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("api_key_id", "request_id"),
         sa.Index("ix_decisions_customer_time", "experiment_id", "customer_key", "created_at"),
+        sa.Index("ix_decisions_experiment_time", "experiment_id", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)

@@ -23,7 +23,13 @@ from hypothesis import strategies as st
 from bandit_platform.domain.config import RewardDefinition, RewardHorizon
 from bandit_platform.domain.decisions import Decision, DecisionReason, Group
 from bandit_platform.service.platform import Platform
-from bandit_platform.service.rewards import OutcomeEvent, close_rewards, horizon_reward
+from bandit_platform.service.rewards import (
+    WATERMARK_MARGIN,
+    OutcomeEvent,
+    Watermarks,
+    close_rewards,
+    horizon_reward,
+)
 from bandit_platform.storage.tables import RewardRow
 from tests.conftest import Demo, FakeClock
 from tests.service.learning_support import (
@@ -437,3 +443,40 @@ def test_rewards_of_a_decision_close_in_order_of_decision_time(
     ids = [r["id"] for r in rows(platform, "SELECT id FROM rewards ORDER BY id")]
     assert len(ids) == len(set(ids)) == 7
     assert DEMO.reward.report_horizons == []
+
+
+def test_with_watermarks_a_pass_reads_only_decisions_since_the_last_cutoff_and_margin(
+    demo: Demo, clock: FakeClock
+) -> None:
+    """The learner's passes keep watermarks: each reads only decisions made after the last
+    cutoff minus `WATERMARK_MARGIN` and the skew, so a pass costs what is new, not the whole
+    log; a decision that committed late but inside the margin is still closed."""
+    platform, app = demo.platform, identity(demo)
+    wait = timedelta(hours=168)  # the demo's one horizon, `primary`
+    skew = timedelta(seconds=platform.settings.clock_skew_seconds)
+    watermarks: Watermarks = {}
+    early = decide(platform, app, "early", RULE_ONE)
+    clock.advance(hours=169)
+    assert close_rewards(platform, watermarks=watermarks) == 1
+    (mark,) = watermarks.values()
+    assert mark == clock.now - wait - WATERMARK_MARGIN - skew
+
+    def decided_at(when: datetime, customer: str) -> Decision:
+        now = clock.now
+        clock.now = when
+        try:
+            return decide(platform, app, customer, RULE_ONE)
+        finally:
+            clock.now = now
+
+    # Two decisions whose transactions "committed late", after the pass read the log: one made
+    # inside the margin before the cutoff, one made before the watermark.
+    inside = decided_at(mark + timedelta(minutes=10), "inside-the-margin")
+    before = decided_at(mark - timedelta(minutes=10), "before-the-watermark")
+    clock.advance(minutes=1)
+    assert close_rewards(platform, watermarks=watermarks) == 1
+    closed = {decision_id for decision_id, _ in ledger(platform)}
+    assert closed == {early.decision_id, inside.decision_id}
+    # Only a pass without watermarks (a restarted learner's first) reads the whole log again.
+    assert close_rewards(platform) == 1
+    assert before.decision_id in {decision_id for decision_id, _ in ledger(platform)}
