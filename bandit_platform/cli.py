@@ -282,6 +282,44 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from simulators.study import StudySpec, run_study
+
+    path = Path(args.study)
+    spec = StudySpec.from_toml(path)
+    directory = Path(args.out) if args.out else path.parent
+    command = f"bandit-platform study {path} --workers {args.workers}"
+    if args.scale != 1.0:
+        command += f" --scale {args.scale:g}"
+    if args.out:
+        command += f" --out {args.out}"
+    result = run_study(spec, directory, workers=args.workers, scale=args.scale, command=command)
+    for arm in result.aggregates["arms"]:
+        regret = arm["regret_per_1000"]
+        half = regret["half_width"]
+        print(
+            f"{arm['label']}: regret per 1,000 decisions {regret['estimate']:.1f}"
+            + ("" if half is None else f" ± {half:.1f}")
+        )
+    print(f"{len(result.runs)} runs in {result.seconds / 60:.1f} min")
+    print(f"report: {directory / 'report.md'}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -373,6 +411,24 @@ def build_parser() -> argparse.ArgumentParser:
     warm = model_commands.add_parser("warm-start", help="retrain from all logged decisions")
     warm.add_argument("--experiment", required=True)
     warm.set_defaults(handler=cmd_model)
+
+    study = commands.add_parser(
+        "study", help="run a study (arms x seeds of simulations in parallel) and report it"
+    )
+    study.add_argument("study", help="a study file, e.g. experiments/explorers/study.toml")
+    study.add_argument(
+        "--workers", type=_positive_int, default=2, help="parallel processes (default 2)"
+    )
+    study.add_argument(
+        "--scale",
+        type=_positive_float,
+        default=1.0,
+        help="multiply customers, decisions and checkpoints (e.g. 0.05 for a quick look)",
+    )
+    study.add_argument(
+        "--out", help="folder for report.md, results.json, charts, runs/ (default: the file's)"
+    )
+    study.set_defaults(handler=cmd_study)
     return parser
 
 

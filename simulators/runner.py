@@ -26,7 +26,9 @@ outcome, learn), with two transports (`SimulationConfig.transport`):
 
 Beside the platform's own decision log (exported as Parquet and dsjson), it records the truth
 for every decision: the exact expected reward of the arm shown, of the policy's whole
-probability vector, and of the best eligible arm (the oracle), hence the regret.
+probability vector, and of the best eligible arm (the oracle), hence the regret; and, for
+true lifts, what the holdout (no offer: `holdout_expected_reward`) and the uniform A-B arm
+(`ab_expected_reward`) would have had in the same situation.
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ from bandit_platform.api.schemas import DecisionResponseBody
 from bandit_platform.demo import demo_config
 from bandit_platform.domain.access import AppIdentity, Scope
 from bandit_platform.domain.config import (
+    NO_OFFER,
+    CompiledExperiment,
     ExperimentConfig,
     RewardHorizon,
     TrafficSplit,
     config_from_builtins,
+    validate_config,
 )
 from bandit_platform.domain.decisions import ExperimentStatus
 from bandit_platform.service.apikeys import ApiKeyService
@@ -83,7 +88,8 @@ from simulators.baselines import (
     LinUCB,
     Oracle,
 )
-from simulators.response import expected_reward, sample_outcomes
+from simulators.response import Situation, expected_reward, sample_outcomes
+from simulators.truth import ab_uniform_distribution, eligible_arm_keys
 from simulators.world import World
 
 PolicyKind = Literal["bandit", "uniform", "incumbent", "linucb", "thompson", "oracle"]
@@ -140,6 +146,25 @@ class PolicySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
                 bound = f"> {low}" if strict else f">= {low}"
                 raise ValueError(f"`{name}` must be a finite number {bound} (got {value!r})")
 
+    def parameters(self) -> dict[str, float]:
+        """The parameters the kind uses, with the baseline's defaults for those left out."""
+        defaults: dict[str, float] = {
+            "alpha": DEFAULT_ALPHA,
+            "v": DEFAULT_V,
+            "ridge": DEFAULT_RIDGE,
+            "draws": DEFAULT_DRAWS,
+        }
+        return {
+            name: defaults[name] if getattr(self, name) is None else getattr(self, name)
+            for name in sorted(_PARAMETERS[self.kind])
+        }
+
+    def described(self) -> dict[str, Any]:
+        """The specification as run (JSON-ready): parameters the kind does not use left out,
+        defaults filled in."""
+        document: dict[str, Any] = {"kind": self.kind, "explorer": dict(self.explorer)}
+        return document | self.parameters()
+
 
 #: The parameters of `PolicySpec` each kind uses.
 _PARAMETERS: dict[str, frozenset[str]] = {
@@ -155,14 +180,14 @@ _PARAMETERS: dict[str, frozenset[str]] = {
 def baseline_for(config: SimulationConfig, horizon: RewardHorizon) -> Baseline | None:
     """The research baseline of the run's policy (None for the platform's own policies)."""
     policy = config.policy
-    ridge = DEFAULT_RIDGE if policy.ridge is None else policy.ridge
+    parameters = policy.parameters()
     if policy.kind == "linucb":
-        return LinUCB(alpha=DEFAULT_ALPHA if policy.alpha is None else policy.alpha, ridge=ridge)
+        return LinUCB(alpha=parameters["alpha"], ridge=parameters["ridge"])
     if policy.kind == "thompson":
         return LinearThompson(
-            v=DEFAULT_V if policy.v is None else policy.v,
-            ridge=ridge,
-            draws=DEFAULT_DRAWS if policy.draws is None else policy.draws,
+            v=parameters["v"],
+            ridge=parameters["ridge"],
+            draws=int(parameters["draws"]),
             seed=config.seed,
         )
     if policy.kind == "oracle":
@@ -182,6 +207,12 @@ class SimulationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     publish_every_examples: int = 200
     policy: PolicySpec = msgspec.field(default_factory=PolicySpec)
     transport: Transport = "in_process"
+    #: Holdout / A-B / bandit percentages; None puts everyone in the policy's group. With a
+    #: split, the A-B group is uniform (`simulators.truth.ab_uniform_distribution`) unless
+    #: the policy is `incumbent`.
+    traffic: TrafficSplit | None = None
+    #: Multiplies the world's drift of customer needs (0: no drift; see `World`).
+    drift_scale: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
 
     @classmethod
     def from_toml(cls, path: Path) -> SimulationConfig:
@@ -212,7 +243,7 @@ class SimulationResult:
         return {
             "name": self.config.name,
             "seed": self.config.seed,
-            "policy": msgspec.to_builtins(self.config.policy),
+            "policy": self.config.policy.described(),
             "transport": self.config.transport,
             "decisions": self.decisions,
             "outcomes": self.outcomes,
@@ -245,12 +276,18 @@ def experiment_for(config: SimulationConfig) -> ExperimentConfig:
     document["name"] = f"Simulation {config.name}"[:120]
     split = {"uniform": (0, 100, 0), "incumbent": (0, 100, 0)}  # the others: all bandit
     holdout, ab, bandit = split.get(config.policy.kind, (0, 0, 100))
-    document["traffic"] = msgspec.to_builtins(TrafficSplit(holdout=holdout, ab=ab, bandit=bandit))
-    if config.policy.kind == "uniform":
+    traffic = config.traffic or TrafficSplit(holdout=holdout, ab=ab, bandit=bandit)
+    document["traffic"] = msgspec.to_builtins(traffic)
+    if config.policy.kind == "uniform" or (
+        config.traffic is not None and config.policy.kind != "incumbent"
+    ):
         document["ab_arm"] = {"kind": "uniform"}
     document["explorer"] = dict(config.policy.explorer)
     document.setdefault("learning", {})
     document["learning"]["publish_every_examples"] = config.publish_every_examples
+    # The deadline is measured on the wall clock: a busy machine must not turn a prediction
+    # into a fallback, or the run would not reproduce.
+    document["learning"]["model_deadline_ms"] = 10_000.0
     return config_from_builtins(document)
 
 
@@ -601,7 +638,7 @@ def run_simulation(
     url = f"sqlite:///{database}"
     upgrade(url)
 
-    world = World(config.customers, config.seed, config.days)
+    world = World(config.customers, config.seed, config.days, drift_scale=config.drift_scale)
     start = datetime(world.start.year, world.start.month, world.start.day, tzinfo=UTC)
     clock = SimulatedClock(start)
     settings = Settings(
@@ -672,6 +709,7 @@ def play(
     events are never posted and the last pass runs at that time (the demo's traffic, which
     must not reach past the present)."""
     horizon: RewardHorizon = experiment.reward.learning_horizon()
+    compiled = validate_config(experiment)
     rng = np.random.default_rng(config.seed + 1)
 
     visits = list(world.visits())
@@ -741,7 +779,13 @@ def play(
         chosen = "no_offer" if decision.offer is None else f"{decision.offer}/{decision.variant}"
         values = {arm: expected_reward(situation, arm, horizon) for arm in decision.eligible}
         policy_value = sum(p * values[arm] for arm, p in decision.probabilities.items())
-        oracle_value = max(values.values())
+        holdout_value, ab_value = _counterfactual_values(
+            situation, decision, values, horizon, compiled
+        )
+        oracle_value = max(
+            values.get(arm) or expected_reward(situation, arm, horizon)
+            for arm in _oracle_arms(situation, decision, compiled)
+        )
         for event in sample_outcomes(rng, situation, chosen):
             sequence += 1
             heapq.heappush(
@@ -765,6 +809,8 @@ def play(
                 "oracle_expected_reward": oracle_value,
                 "regret": oracle_value - policy_value,
                 "model_version": decision.model_version,
+                "holdout_expected_reward": holdout_value,
+                "ab_expected_reward": ab_value,
             }
         )
         if progress is not None:
@@ -778,6 +824,48 @@ def play(
     port.set_time(clock.at(last))
     port.learn()
     return rows, outcomes_posted
+
+
+#: Reasons whose logged arms are every arm the platform could show (after caps).
+_WHOLE_CHOICE_REASONS = frozenset({"bandit", "ab_uniform", "apprentice"})
+#: Reasons where nothing but the logged arm could be shown (consent, the customer's cap).
+_NO_CHOICE_REASONS = frozenset({"no_consent", "customer_cap", "no_eligible_offer"})
+
+
+def _oracle_arms(situation: Situation, decision: Answer, compiled: CompiledExperiment) -> list[str]:
+    """The arms the oracle picks from: those the platform could have shown in this decision.
+
+    A bandit, uniform A-B or apprentice decision logs every such arm; a single-choice one
+    (holdout, an incumbent rule or default, the model fallback) logs only the arm shown, so
+    its alternatives come from the eligibility rules: its regret is what the rule or the
+    holdout gave up. Consent and caps leave no choice."""
+    if decision.reason in _WHOLE_CHOICE_REASONS or decision.reason in _NO_CHOICE_REASONS:
+        return list(decision.eligible)
+    return sorted({*decision.eligible, *eligible_arm_keys(situation, compiled)})
+
+
+def _counterfactual_values(
+    situation: Situation,
+    decision: Answer,
+    values: dict[str, float],
+    horizon: RewardHorizon,
+    compiled: CompiledExperiment,
+) -> tuple[float, float]:
+    """Exact expected reward the holdout (no offer) and the uniform A-B arm would have had
+    in this decision's situation. The A-B arm sees the arms the platform found eligible (after
+    caps); a holdout decision lists none, so its arms come from the eligibility rules (a
+    holdout customer is never shown anything, hence never capped). `values` is filled in."""
+
+    def value(arm: str) -> float:
+        if arm not in values:
+            values[arm] = expected_reward(situation, arm, horizon)
+        return values[arm]
+
+    eligible = (
+        eligible_arm_keys(situation, compiled) if decision.group == "holdout" else decision.eligible
+    )
+    ab = ab_uniform_distribution(eligible) if eligible else {NO_OFFER: 1.0}
+    return value(NO_OFFER), sum(p * value(arm) for arm, p in ab.items())
 
 
 def _finish(

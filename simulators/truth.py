@@ -181,6 +181,26 @@ def uniform_policy(eligible: Callable[[Situation], Sequence[str]] | None = None)
     return policy
 
 
+def ab_uniform_distribution(eligible: Sequence[str]) -> dict[str, float]:
+    """The platform's uniform A-B arm over the eligible arm keys: uniform over the offers
+    (`no_offer` counts as one), then over each offer's eligible variants.
+
+    This is what `DecisionService` serves the A-B group with `ab_arm.kind = "uniform"`; it
+    differs from `uniform_policy` (uniform over arms) when offers have several variants.
+
+    Raises:
+        ValueError: for no eligible arm.
+    """
+    if not eligible:
+        raise ValueError("ab_uniform_distribution needs at least one eligible arm")
+    variants: dict[str, int] = {}
+    for key in eligible:
+        offer = key.split("/", 1)[0]
+        variants[offer] = variants.get(offer, 0) + 1
+    share = 1.0 / len(variants)
+    return {key: share / variants[key.split("/", 1)[0]] for key in eligible}
+
+
 def oracle_policy(
     horizon: RewardHorizon,
     eligible: Callable[[Situation], Sequence[str]] | None = None,

@@ -13,7 +13,8 @@ Needs on day `t` (before clipping to [0, 1] and damping by products held):
   `n_savings += 0.05 b(doy, 10, 15)`, `n_budgeting += 0.1 b(doy, 10, 15)`,
   `n_overdraft += 0.05 b(doy, 15, 15)` (January), with the circular bump
   `b(doy, c, s) = exp(-d(doy, c)^2 / (2 s^2))` over the day of the year;
-* drift: `n_j += sum_m a_jm (sin(2 pi t / P_jm + phi_jm) - sin(phi_jm))`, `a ~ N(0, 0.05)`,
+* drift: `n_j += sum_m a_jm (sin(2 pi t / P_jm + phi_jm) - sin(phi_jm))`,
+  `a ~ N(0, 0.05 drift_scale)` (`drift_scale` 1 by default, 0 turns drift off),
   `P ~ U(120, 720)` days (zero on day 0);
 * new job on day `J`: income `x f` (`f ~ U(1.1, 1.4)`; a student's becomes at least 2,800
   and stops being a student), then `n_savings += 0.15 e^{-(t-J)/90}`,
@@ -40,6 +41,7 @@ customer and day (`e` engagement, `s` the `visit_rate_scale`):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -140,6 +142,9 @@ class World:
         days: length of the simulation in days.
         start: calendar date of day 0 (seasons, weekends and pay days follow it).
         visit_rate_scale: multiplies every trigger rate (more or fewer visits).
+        drift_scale: multiplies the drift amplitudes `a_jm` (0 turns drift off, 2 doubles
+            it); the random draws are the same whatever the scale, so worlds that differ
+            only in it have the same customers, life events and visits on day 0.
     """
 
     def __init__(
@@ -150,15 +155,19 @@ class World:
         *,
         start: date = DEFAULT_START,
         visit_rate_scale: float = 1.0,
+        drift_scale: float = 1.0,
     ) -> None:
         if days < 1:
             raise ValueError("days must be at least 1")
         if not visit_rate_scale > 0:
             raise ValueError("visit_rate_scale must be positive")
+        if not (math.isfinite(drift_scale) and drift_scale >= 0):
+            raise ValueError("drift_scale must be a finite number >= 0")
         self.seed = seed
         self.days = days
         self.start = start
         self.visit_rate_scale = float(visit_rate_scale)
+        self.drift_scale = float(drift_scale)
         self.population = Population.generate(population_size, seed)
         pop = self.population
         n = len(pop)
@@ -198,7 +207,7 @@ class World:
         self._renewal_doy: IntArray = rng.integers(0, 365, size=n).astype(np.int64)
         self._bureau_day_of_month: IntArray = rng.integers(1, 29, size=n).astype(np.int64)
 
-        self._drift_amplitude: FloatArray = 0.05 * rng.standard_normal((n, 6, 2))
+        self._drift_amplitude: FloatArray = 0.05 * self.drift_scale * rng.standard_normal((n, 6, 2))
         self._drift_period: FloatArray = rng.uniform(120.0, 720.0, size=(n, 6, 2))
         self._drift_phase: FloatArray = rng.uniform(0.0, 2.0 * np.pi, size=(n, 6, 2))
         self._credit_amplitude: FloatArray = 15.0 * rng.standard_normal(n)

@@ -81,6 +81,27 @@ def test_uniform_policy_runs_through_the_ab_arm(tmp_path: Path) -> None:
     assert set(truth["reason"].unique().to_list()) <= {"ab_uniform", "no_eligible_offer"}
 
 
+def test_single_choice_decisions_are_measured_against_every_eligible_arm(
+    tmp_path: Path,
+) -> None:
+    """An incumbent rule logs only the arm it shows; its regret is still measured against the
+    best arm the eligibility rules allowed (not zero), and never negative."""
+    config = SimulationConfig(
+        name="i",
+        seed=5,
+        customers=300,
+        days=3,
+        max_decisions=300,
+        policy=PolicySpec(kind="incumbent"),
+    )
+    truth = run_simulation(config, tmp_path).truth
+    rules = truth.filter(pl.col("reason").is_in(["ab_rule", "ab_default"]))
+    assert rules.height > 100
+    assert (truth["regret"] >= -1e-12).all()
+    assert float(rules["regret"].sum()) > 0.0
+    assert (rules["oracle_expected_reward"] >= rules["expected_reward"] - 1e-12).all()
+
+
 def test_simulate_command_writes_a_report(tmp_path: Path) -> None:
     run_file = tmp_path / "run.toml"
     run_file.write_text(
