@@ -14,12 +14,18 @@ Run: `.venv/bin/python benchmarks/simulator_throughput.py [--decisions N] [--rep
 
 Both are measured in the same process, one after the other; the ratio (simulator rate / bare
 rate) is what the goal is stated in (>= 0.5). Best of `--repeat` runs of each.
+
+With `--profile`, one more run under cProfile splits the simulator's time by component (the
+decision path, outcomes, the learner pass, the simulator's own ground truth); cProfile slows
+everything, so only the shares mean something.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import platform as host
+import pstats
 import sqlite3
 import tempfile
 import time
@@ -95,10 +101,43 @@ def bare_vw(arguments: list[str], examples: list[tuple[list[str], list[str]]]) -
     return time.perf_counter() - started
 
 
+#: Components of a simulated decision, by the function whose cumulative time they are.
+COMPONENTS = {
+    "decision path (DecisionService.decide)": ("service/decisions.py", "decide"),
+    "outcomes (OutcomeService.record)": ("service/outcomes.py", "record"),
+    "learner passes (close rewards, learn, publish)": ("service/learner.py", "run_once"),
+    "ground truth: expected rewards": ("simulators/response.py", "expected_reward"),
+    "ground truth: sampled outcomes": ("simulators/response.py", "sample_outcomes"),
+    "world: customer states and situations": ("simulators/world.py", "customer_states"),
+    "export (Parquet + dsjson)": ("service/export.py", "export_log"),
+}
+
+
+def profile(decisions: int, directory: Path) -> list[tuple[str, float]]:
+    """Share of the run's time spent in each component (cumulative, under cProfile)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    simulate(decisions, directory)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    total = max(entry[3] for entry in raw.values())
+    shares = []
+    for label, (path, function) in COMPONENTS.items():
+        spent = sum(
+            entry[3]
+            for (file, _, name), entry in raw.items()
+            if file.endswith(path) and name == function
+        )
+        shares.append((label, spent / total))
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="also split the time by part")
     args = parser.parse_args()
 
     simulated: list[float] = []
@@ -109,6 +148,7 @@ def main() -> None:
             simulated.append(seconds)
         arguments, examples = logged_examples(database)
         bare = [bare_vw(arguments, examples) for _ in range(args.repeat)]
+        shares = profile(args.decisions, Path(scratch) / "profiled") if args.profile else []
     sim_rate = args.decisions / min(simulated)
     bare_rate = len(examples) / min(bare)
     results = {
@@ -123,6 +163,10 @@ def main() -> None:
     print(f"python {host.python_version()}, {host.machine()}, best of {args.repeat}")
     for name, value in results.items():
         print(f"{name:45s} {value}")
+    if shares:
+        print("\nshare of the simulator's time (cProfile, cumulative):")
+        for label, share in shares:
+            print(f"  {label:50s} {100 * share:5.1f}%")
 
 
 if __name__ == "__main__":
