@@ -338,3 +338,14 @@ def test_simulation_clock_tells_wall_time_until_first_set() -> None:
     assert before <= clock() <= datetime.now(UTC)
     assert clock.set(START) == START  # the first set may go anywhere, backwards included
     assert clock() == START
+
+
+def test_a_server_in_simulation_mode_refuses_more_than_one_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each worker would keep its own simulated clock and decision-id sequence."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'sim.db'}")
+    monkeypatch.setenv("BANDIT_SIMULATION_SEED", "3")
+    monkeypatch.setenv("BANDIT_LEARNER", "off")
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "one worker only" in capsys.readouterr().err
