@@ -253,7 +253,14 @@ def test_simulation_clock_rejects_unknown_fields(simulation_client: Client) -> N
 
 
 def test_simulation_learn_runs_one_pass(simulation_client: Client) -> None:
-    decision = simulation_client.post("/v1/decisions", json=DECISION).json()
+    # The experiment's salt is random: ask for customers until one is in the bandit group
+    # (holdout and incumbent-rule decisions are not learnable).
+    for index in range(100):
+        body = {**DECISION, "customer_id": f"{DECISION['customer_id']}-{index}"}
+        decision = simulation_client.post("/v1/decisions", json=body).json()
+        if decision["reason"] == "bandit":
+            break
+    assert decision["reason"] == "bandit"
     assert decision["model_version"] == 1
     response = simulation_client.post("/v1/simulation/learn")
     assert response.status_code == 200, response.text
