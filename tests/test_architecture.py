@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bandit_platform"
 VW_ADAPTER = "bandit_platform.policies.vw_adapter"
-PURE_LAYERS = ("domain", "features", "policies")
+PURE_LAYERS = ("domain", "features", "policies", "evaluation")
 PERSISTENCE = ("litestar", "sqlmodel", "sqlalchemy")
 #: Higher layers a pure layer may not reach into.
 HIGHER_LAYERS = ("storage", "service", "api", "cli", "settings")

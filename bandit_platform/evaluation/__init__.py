@@ -1,0 +1,1 @@
+"""Evaluation: pure computation on logged decisions and outcomes (lift, SRM, off-policy)."""
