@@ -230,6 +230,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _traffic_split(text: str) -> dict[str, float]:
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three numbers: holdout,ab,bandit") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError("expected three numbers: holdout,ab,bandit")
+    return dict(zip(("holdout", "ab", "bandit"), values, strict=True))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from bandit_platform.evaluation.report import evaluate_log, format_report
+
+    try:
+        report = evaluate_log(Path(args.log), traffic=args.traffic, horizon=args.horizon)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     settings = _settings()
     platform = Platform(settings)
@@ -388,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--experiment", required=True)
     export.add_argument("--out", required=True, help="directory to write into")
     export.set_defaults(handler=cmd_export)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="lift, sample-ratio check and off-policy values of an exported log"
+    )
+    evaluate.add_argument("--log", required=True, help="the Parquet file of `export`")
+    evaluate.add_argument(
+        "--traffic",
+        type=_traffic_split,
+        help="designed holdout,ab,bandit percentages (e.g. 10,20,70) for the SRM check",
+    )
+    evaluate.add_argument("--horizon", help="reward horizon of the off-policy values")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     simulate = commands.add_parser(
         "simulate", help="run a policy against the synthetic bank customers (TOML config)"
