@@ -783,7 +783,7 @@ def play(
             situation, decision, values, horizon, compiled
         )
         oracle_value = max(
-            values.get(arm) or expected_reward(situation, arm, horizon)
+            _arm_value(values, situation, arm, horizon)
             for arm in _oracle_arms(situation, decision, compiled)
         )
         for event in sample_outcomes(rng, situation, chosen):
@@ -826,6 +826,15 @@ def play(
     return rows, outcomes_posted
 
 
+def _arm_value(
+    values: dict[str, float], situation: Situation, arm: str, horizon: RewardHorizon
+) -> float:
+    """The exact expected reward of `arm`, computed once per decision (memoised in `values`)."""
+    if arm not in values:
+        values[arm] = expected_reward(situation, arm, horizon)
+    return values[arm]
+
+
 #: Reasons whose logged arms are every arm the platform could show (after caps).
 _WHOLE_CHOICE_REASONS = frozenset({"bandit", "ab_uniform", "apprentice"})
 #: Reasons where nothing but the logged arm could be shown (consent, the customer's cap).
@@ -856,16 +865,13 @@ def _counterfactual_values(
     caps); a holdout decision lists none, so its arms come from the eligibility rules (a
     holdout customer is never shown anything, hence never capped). `values` is filled in."""
 
-    def value(arm: str) -> float:
-        if arm not in values:
-            values[arm] = expected_reward(situation, arm, horizon)
-        return values[arm]
-
     eligible = (
         eligible_arm_keys(situation, compiled) if decision.group == "holdout" else decision.eligible
     )
     ab = ab_uniform_distribution(eligible) if eligible else {NO_OFFER: 1.0}
-    return value(NO_OFFER), sum(p * value(arm) for arm, p in ab.items())
+    return _arm_value(values, situation, NO_OFFER, horizon), sum(
+        p * _arm_value(values, situation, arm, horizon) for arm, p in ab.items()
+    )
 
 
 def _finish(

@@ -56,19 +56,16 @@ def play_traffic(
         NotFound: no such experiment. Conflict: it is not running.
     """
     end = now or datetime.now(UTC)
-    probe = Platform(settings)
-    try:
-        experiment = config_from_builtins(ExperimentService(probe).get(experiment_key).config)
-    finally:
-        probe.close()
-    horizon = experiment.reward.learning_horizon()
-    closing = timedelta(
-        hours=max(horizon.attribution_window_hours, horizon.reward_wait_hours or 0.0) + 1.0
-    )
-    start = end - closing - timedelta(days=days)
-    clock = SimulatedClock(start.replace(hour=0, minute=0, second=0, microsecond=0))
+    clock = SimulatedClock(end)
     platform = Platform(settings, clock=clock)
     try:
+        experiment = config_from_builtins(ExperimentService(platform).get(experiment_key).config)
+        horizon = experiment.reward.learning_horizon()
+        closing = timedelta(
+            hours=max(horizon.attribution_window_hours, horizon.reward_wait_hours or 0.0) + 1.0
+        )
+        start = end - closing - timedelta(days=days)
+        clock.start = clock.now = start.replace(hour=0, minute=0, second=0, microsecond=0)
         key = ApiKeyService(platform).create("demo-traffic", {Scope.DECIDE, Scope.OUTCOME})
         port = InProcessPort(platform, clock, key.identity, DecisionService(platform))
         config = SimulationConfig(name="demo-traffic", seed=seed, customers=customers, days=days)
@@ -83,7 +80,7 @@ def play_traffic(
             until_seconds=(end - clock.start).total_seconds(),
         )
         # The traffic's own key stops working once the traffic has been played.
-        ApiKeyService(platform).revoke(key.secret.split("_")[1], actor="demo-traffic")
+        ApiKeyService(platform).revoke(key.prefix, actor="demo-traffic")
     finally:
         platform.close()
     return TrafficSummary(

@@ -23,6 +23,8 @@ class NewApiKey:
 
     identity: AppIdentity
     secret: str
+    #: The public part of the key (after `bpk_`), by which it is revoked.
+    prefix: str
 
 
 def _hash(secret: str) -> str:
@@ -72,7 +74,7 @@ class ApiKeyService:
                 details={"name": name, "prefix": prefix, "scopes": sorted(scope_set)},
             )
             identity = AppIdentity(row.id, name, scope_set)
-        return NewApiKey(identity=identity, secret=secret)
+        return NewApiKey(identity=identity, secret=secret, prefix=prefix)
 
     def revoke(self, prefix: str, actor: str) -> None:
         """Revoke the key with this public prefix (the part after `bpk_`); audited.
