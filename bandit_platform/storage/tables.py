@@ -70,6 +70,9 @@ class ExperimentRow(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_time())
     updated_at: datetime = Field(sa_column=_time())
     apprentice_state: str | None = Field(default=None, max_length=16)
+    guardrail_trip: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
 
 
 class ExperimentVersionRow(SQLModel, table=True):
@@ -184,6 +187,9 @@ class ModelSnapshotRow(SQLModel, table=True):
     last_reward_id: int = Field(default=0, sa_column=_big(nullable=False))
     note: str = Field(default="", max_length=200)
     match_rate: float | None = None
+    evidence: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )
 
 
 class RewardRow(SQLModel, table=True):
