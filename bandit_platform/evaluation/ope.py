@@ -20,10 +20,13 @@ path computes the value, the linearised (delta-method) terms c_i + theta + (a_i 
 mean(b) with theta = mean(a) / mean(b) for the normal interval, and the percentile bootstrap.
 
 Intervals (two-sided, level 1 - alpha): `normal` (CLT on the linearised terms, sample standard
-deviation with ddof=1, normal quantile), `bootstrap` (percentile, B seeded resamples, vectorised)
-and `bernstein` (empirical Bernstein with a known range; not for the self-normalised
-estimators). `confidence_sequence` gives an anytime-valid sequence for the mean of `ips_terms`
-or `dr_terms`, for monitoring as the decisions arrive.
+deviation with ddof=1, normal quantile; with `clusters`, the cluster-robust variance, because
+decisions of one customer are not independent), `bootstrap` (percentile, B seeded resamples,
+vectorised) and `bernstein` (empirical Bernstein with a known range; not for the
+self-normalised estimators). `empirical_likelihood` and `cressie_read` give likelihood-based
+estimates whose profile-likelihood intervals stay within the known reward range.
+`confidence_sequence` gives an anytime-valid sequence for the mean of `ips_terms` or
+`dr_terms`, for monitoring as the decisions arrive.
 
 Diagnostics are computed on the raw (unclipped) importance weights, because they describe the
 overlap of the two policies rather than the estimator: effective sample size
@@ -36,15 +39,18 @@ argument.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats  # type: ignore[import-untyped]
+from scipy import optimize, stats  # type: ignore[import-untyped]
 
 FloatArray = npt.NDArray[np.float64]
 IntervalMethod = Literal["normal", "bootstrap", "bernstein"]
+#: Intervals of the likelihood estimators (`empirical_likelihood`, `cressie_read`).
+LikelihoodMethod = Literal["empirical_likelihood", "euclidean_likelihood"]
 
 #: Warning code: effective sample size below 1% of n or below `MIN_EFFECTIVE_SAMPLE_SIZE`.
 LOW_EFFECTIVE_SAMPLE_SIZE: Final = "low_effective_sample_size"
@@ -60,6 +66,9 @@ ZERO_VARIANCE: Final = "zero_variance"
 WEIGHT_BOUND_FROM_DATA: Final = "weight_bound_from_data"
 #: Warning code: some bootstrap resamples had no overlap and were left out.
 BOOTSTRAP_DEGENERATE: Final = "bootstrap_degenerate_resamples"
+#: Warning code: no distribution on the known support has mean weight 1 (e.g. every weight
+#: below 1 with a weight bound of 1, or, for Euclidean likelihood, equal weights other than 1).
+EMPIRICAL_LIKELIHOOD_INFEASIBLE: Final = "empirical_likelihood_infeasible"
 
 #: Below this effective sample size the low-ESS warning is raised whatever n is.
 MIN_EFFECTIVE_SAMPLE_SIZE: Final = 100.0
@@ -67,6 +76,9 @@ MIN_EFFECTIVE_SAMPLE_SIZE: Final = 100.0
 DEFAULT_MAX_WEIGHT_THRESHOLD: Final = 100.0
 #: Bootstrap indices drawn per chunk (bounds memory at about 8 bytes times this).
 _BOOTSTRAP_CHUNK: Final = 4_000_000
+#: Bound on the empirical-likelihood dual multipliers; a value needing larger ones is far
+#: outside any interval.
+_MULTIPLIER_CAP: Final = 1e8
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class Estimate:
     """An off-policy estimate of a target policy's value, its interval and diagnostics.
 
     Attributes:
-        name: estimator acronym (`IPS`, `SNIPS`, `DM`, `DR`, `SNDR`, `SwitchDR`).
+        name: estimator acronym (`IPS`, `SNIPS`, `DM`, `DR`, `SNDR`, `SwitchDR`, `EL`, `EuL`).
         value: the point estimate (nan when undefined, e.g. SNIPS without overlap).
         lower: lower end of the two-sided 1 - alpha interval.
         upper: upper end of the interval.
@@ -82,7 +94,8 @@ class Estimate:
         effective_sample_size: (sum w)^2 / sum w^2 of the raw importance weights.
         max_weight: largest raw importance weight.
         warnings: coded warnings (see the module's `Final` constants).
-        interval_method: `normal`, `bootstrap` or `bernstein`.
+        interval_method: `normal`, `bootstrap` or `bernstein`; `empirical_likelihood` or
+            `euclidean_likelihood` for the likelihood estimators.
     """
 
     name: str
@@ -93,7 +106,7 @@ class Estimate:
     effective_sample_size: float
     max_weight: float
     warnings: tuple[str, ...]
-    interval_method: IntervalMethod
+    interval_method: IntervalMethod | LikelihoodMethod
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,28 @@ def _check_reward_range(
     return low, high
 
 
+def _cluster_codes(
+    clusters: npt.ArrayLike | None, n: int, interval: str
+) -> npt.NDArray[np.intp] | None:
+    """Cluster ids (any comparable values, e.g. customer keys) as indices 0..G-1."""
+    if clusters is None:
+        return None
+    if interval != "normal":
+        raise ValueError(f"clusters is only used with interval='normal', got {interval!r}")
+    ids = np.asarray(clusters)
+    if ids.ndim != 1:
+        raise ValueError(f"clusters must be one-dimensional, got shape {ids.shape}")
+    if ids.shape[0] != n:
+        raise ValueError(f"clusters has length {ids.shape[0]}, rewards has length {n}")
+    try:
+        _, codes = np.unique(ids, return_inverse=True)
+    except TypeError as error:
+        raise ValueError(f"clusters must be comparable ids without nulls: {error}") from error
+    if int(np.max(codes)) + 1 < 2:
+        raise ValueError("clusters must contain at least two distinct ids")
+    return np.asarray(codes, dtype=np.intp).reshape(-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # diagnostics
 
@@ -229,12 +264,36 @@ def linearised_terms(c: FloatArray, a: FloatArray, b: FloatArray) -> FloatArray:
     return np.asarray(c + theta + (a - theta * b) / mean_b, dtype=np.float64)
 
 
-def _normal_interval(terms: _Terms, value: float, alpha: float) -> tuple[float, float, bool]:
+def cluster_robust_variance(terms: FloatArray, clusters: npt.NDArray[np.intp]) -> float:
+    """Cluster-robust (sandwich) variance of the mean of per-decision terms.
+
+    var = G / (G - 1) * sum_g (sum_{i in g} (t_i - mean(t)))^2 / n^2, with G clusters (e.g. the
+    customers) and `clusters` the cluster index 0..G-1 of each term. Terms may be correlated
+    within a cluster but clusters are independent. With one term per cluster it equals the
+    ordinary var(t, ddof=1) / n exactly. Reference: Liang & Zeger, "Longitudinal data analysis
+    using generalized linear models", Biometrika 1986; Cameron & Miller, "A practitioner's guide
+    to cluster-robust inference", J. Human Resources 2015 (the G / (G - 1) correction).
+    """
+    n = terms.shape[0]
+    groups = int(np.max(clusters)) + 1
+    if groups < 2:
+        return math.nan
+    sums = np.bincount(clusters, weights=terms - float(np.mean(terms)), minlength=groups)
+    return float(groups / (groups - 1) * float(np.sum(sums * sums)) / (n * n))
+
+
+def _normal_interval(
+    terms: _Terms, value: float, alpha: float, clusters: npt.NDArray[np.intp] | None = None
+) -> tuple[float, float, bool]:
     psi = linearised_terms(terms.c, terms.a, terms.b)
     n = psi.shape[0]
-    sd = float(np.std(psi, ddof=1)) if n > 1 else 0.0
-    half = float(stats.norm.ppf(1.0 - alpha / 2.0)) * sd / math.sqrt(n)
-    return value - half, value + half, sd == 0.0
+    if clusters is None:
+        sd = float(np.std(psi, ddof=1)) if n > 1 else 0.0
+        standard_error = sd / math.sqrt(n)
+    else:
+        standard_error = math.sqrt(cluster_robust_variance(psi, clusters))
+    half = float(stats.norm.ppf(1.0 - alpha / 2.0)) * standard_error
+    return value - half, value + half, standard_error == 0.0
 
 
 def _bootstrap_interval(
@@ -301,7 +360,9 @@ def _estimate(
     max_weight_threshold: float,
     term_range: tuple[float, float] | None = None,
     extra_warnings: tuple[str, ...] = (),
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
+    codes = _cluster_codes(clusters, weights.shape[0], interval)
     ess, largest, warnings = _diagnostics(weights, max_weight_threshold)
     warnings.extend(extra_warnings)
     value = _value(terms)
@@ -309,7 +370,7 @@ def _estimate(
     if math.isnan(value):
         lower = upper = math.nan
     elif interval == "normal":
-        lower, upper, degenerate = _normal_interval(terms, value, alpha)
+        lower, upper, degenerate = _normal_interval(terms, value, alpha, codes)
         if degenerate:
             warnings.append(ZERO_VARIANCE)
     elif interval == "bootstrap":
@@ -411,6 +472,7 @@ def ips(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Inverse propensity scoring (importance sampling), optionally with clipped weights.
 
@@ -433,6 +495,9 @@ def ips(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     _check_options(alpha, clip, n_bootstrap)
     r, p, t, _ = _validate(rewards, logged_propensities, target_probabilities)
@@ -456,6 +521,7 @@ def ips(
         max_weight_threshold=max_weight_threshold,
         term_range=term_range,
         extra_warnings=extra,
+        clusters=clusters,
     )
 
 
@@ -469,6 +535,7 @@ def snips(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Self-normalised inverse propensity scoring.
 
@@ -487,6 +554,9 @@ def snips(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     _check_options(alpha, None, n_bootstrap)
     r, p, t, _ = _validate(rewards, logged_propensities, target_probabilities)
@@ -500,6 +570,7 @@ def snips(
         n_bootstrap=n_bootstrap,
         seed=seed,
         max_weight_threshold=max_weight_threshold,
+        clusters=clusters,
     )
 
 
@@ -515,6 +586,7 @@ def dm(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Direct method: the reward model's value of the target policy, averaged over contexts.
 
@@ -534,6 +606,9 @@ def dm(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     _check_options(alpha, None, n_bootstrap)
     r, p, t, models = _validate(
@@ -553,6 +628,7 @@ def dm(
         seed=seed,
         max_weight_threshold=max_weight_threshold,
         term_range=term_range,
+        clusters=clusters,
     )
 
 
@@ -573,6 +649,7 @@ def _model_based(
     n_bootstrap: int,
     seed: int,
     max_weight_threshold: float,
+    clusters: npt.ArrayLike | None,
 ) -> Estimate:
     _check_options(alpha, clip, n_bootstrap)
     r, p, t, models = _validate(
@@ -609,6 +686,7 @@ def _model_based(
         max_weight_threshold=max_weight_threshold,
         term_range=term_range,
         extra_warnings=extra,
+        clusters=clusters,
     )
 
 
@@ -626,6 +704,7 @@ def dr(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Doubly robust estimator: the direct method corrected by importance-weighted residuals.
 
@@ -648,6 +727,9 @@ def dr(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     return _model_based(
         "DR",
@@ -665,6 +747,7 @@ def dr(
         n_bootstrap=n_bootstrap,
         seed=seed,
         max_weight_threshold=max_weight_threshold,
+        clusters=clusters,
     )
 
 
@@ -680,6 +763,7 @@ def sndr(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Self-normalised doubly robust estimator.
 
@@ -701,6 +785,9 @@ def sndr(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     return _model_based(
         "SNDR",
@@ -718,6 +805,7 @@ def sndr(
         n_bootstrap=n_bootstrap,
         seed=seed,
         max_weight_threshold=max_weight_threshold,
+        clusters=clusters,
     )
 
 
@@ -735,6 +823,7 @@ def switch_dr(
     n_bootstrap: int = 1000,
     seed: int = 0,
     max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+    clusters: npt.ArrayLike | None = None,
 ) -> Estimate:
     """Switch doubly robust estimator: DR where the weight is at most tau, DM elsewhere.
 
@@ -758,6 +847,9 @@ def switch_dr(
         n_bootstrap: bootstrap resamples B.
         seed: seed of the bootstrap's numpy Generator.
         max_weight_threshold: weights above it raise the `large_weight` warning.
+        clusters: cluster id per decision (e.g. the customer key) for the cluster-robust
+            variance of the normal interval (`cluster_robust_variance`); None for i.i.d.
+            decisions.
     """
     if not (tau >= 0.0):
         raise ValueError(f"tau must be non-negative, got {tau}")
@@ -777,6 +869,357 @@ def switch_dr(
         n_bootstrap=n_bootstrap,
         seed=seed,
         max_weight_threshold=max_weight_threshold,
+        clusters=clusters,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# empirical likelihood and the Cressie-Read family
+
+
+def _dual_slope(a: FloatArray, beta: float) -> float:
+    """d/dbeta of sum_i log(1 + beta a_i), decreasing in beta (infinite at a domain edge)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = float(np.sum(a / (1.0 + beta * a)))
+    return slope if not math.isnan(slope) else -math.inf
+
+
+def _pseudo_log(z: FloatArray, floor: float) -> tuple[FloatArray, FloatArray]:
+    """log z for z >= floor, its second-order Taylor expansion at `floor` below (and gradient).
+
+    The expansion keeps the dual objective finite and concave everywhere, so a generic optimiser
+    may step outside the log's domain; it does not move the maximiser, where every z_i >= 1/n
+    because each probability 1 / (n z_i) is at most 1. Reference: Owen, "Self-concordance for
+    empirical likelihood", Canadian J. Statistics 2013.
+    """
+    safe = np.maximum(z, floor)
+    low = z < floor
+    x = (z - floor) / floor
+    value = np.where(low, math.log(floor) + x - 0.5 * x * x, np.log(safe))
+    slope = np.where(low, (1.0 - x) / floor, 1.0 / safe)
+    return np.asarray(value, dtype=np.float64), np.asarray(slope, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _LikelihoodProblem:
+    """The sample and the known support of (w, w r) of the empirical-likelihood problems."""
+
+    a: FloatArray  # w_i - 1
+    y: FloatArray  # w_i r_i
+    bound: float  # known upper bound on the weights
+    reward_low: float
+    reward_high: float
+
+    def vertices(self, v: float) -> tuple[FloatArray, FloatArray]:
+        """(w - 1, w r - v) at the corners of the support of (w, w r): the points (0, 0),
+        (bound, bound r_min) and (bound, bound r_max), where no decision need be observed."""
+        a = np.array([-1.0, self.bound - 1.0, self.bound - 1.0])
+        y = np.array([0.0, self.bound * self.reward_low, self.bound * self.reward_high]) - v
+        return a, y
+
+    def best(self) -> tuple[float, float]:
+        """beta maximising sum_i log(1 + beta (w_i - 1)) on its feasible range, and the max.
+
+        The range keeps 1 + beta (w - 1) >= 0 on all of [0, bound]: beta in
+        [-1 / (bound - 1), 1]. At an end of the range the leftover probability sits on w = 0
+        (beta = 1) or w = bound (beta = -1 / (bound - 1)).
+        """
+        a = self.a
+        high = 1.0
+        low = -1.0 / (self.bound - 1.0)
+        if not np.any(a != 0.0):
+            beta = 0.0
+        elif _dual_slope(a, high) >= 0.0:
+            beta = high
+        elif _dual_slope(a, low) <= 0.0:
+            beta = low
+        else:
+            # arctan keeps the slope finite at the ends, where it may be infinite
+            beta = float(
+                optimize.brentq(
+                    lambda b: math.atan(_dual_slope(a, b)), low, high, xtol=1e-14, rtol=1e-14
+                )
+            )
+        with np.errstate(divide="ignore"):
+            total = float(np.sum(np.log1p(beta * a)))
+        return beta, total
+
+    def profile(self, v: float, start: tuple[float, float]) -> tuple[float, tuple[float, float]]:
+        """max over (beta, gamma) of sum_i log(1 + beta (w_i - 1) + gamma (w_i r_i - v)).
+
+        The maximum is over the multipliers that keep 1 + beta (w - 1) + gamma (w r - v) >= 0 on
+        the whole support (linear, so checked at its corners); minus it is the log empirical
+        likelihood ratio of the value v (relative to the uniform n^-n). Solved by SLSQP on the
+        pseudo-log objective; large when v is barely reachable. Returns the maximum and the
+        maximising (beta, gamma).
+        """
+        n = self.a.shape[0]
+        corner_a, corner_y = self.vertices(v)
+        g = self.y - v
+
+        def objective(x: FloatArray) -> tuple[float, FloatArray]:
+            z = 1.0 + x[0] * self.a + x[1] * g
+            value, slope = _pseudo_log(z, 1.0 / n)
+            gradient = np.array([np.dot(slope, self.a), np.dot(slope, g)])
+            return -float(np.sum(value)), -gradient
+
+        constraint = {
+            "type": "ineq",
+            "fun": lambda x: 1.0 + x[0] * corner_a + x[1] * corner_y,
+            "jac": lambda x: np.column_stack((corner_a, corner_y)),
+        }
+        result = optimize.minimize(
+            objective,
+            np.asarray(start, dtype=np.float64),
+            jac=True,
+            method="SLSQP",
+            constraints=[constraint],
+            bounds=[(-_MULTIPLIER_CAP, _MULTIPLIER_CAP)] * 2,
+            options={"ftol": 1e-13, "maxiter": 500},
+        )
+        return -float(result.fun), (float(result.x[0]), float(result.x[1]))
+
+
+def _el_inputs(
+    rewards: npt.ArrayLike,
+    logged_propensities: npt.ArrayLike,
+    target_probabilities: npt.ArrayLike,
+    reward_range: tuple[float, float],
+    weight_bound: float | None,
+    alpha: float,
+) -> tuple[FloatArray, FloatArray, tuple[float, float], float, tuple[str, ...]]:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    r, p, t, _ = _validate(rewards, logged_propensities, target_probabilities)
+    low, high = _check_reward_range(reward_range, rewards=r)
+    w = t / p
+    largest = float(np.max(w))
+    if weight_bound is None:
+        return r, w, (low, high), largest, (WEIGHT_BOUND_FROM_DATA,)
+    if not (math.isfinite(weight_bound) and weight_bound >= largest):
+        raise ValueError(
+            f"weight_bound must be finite and at least the largest weight {largest}, "
+            f"got {weight_bound}"
+        )
+    return r, w, (low, high), float(weight_bound), ()
+
+
+def _el_estimate(
+    name: str,
+    value: float,
+    interval: tuple[float, float],
+    weights: FloatArray,
+    max_weight_threshold: float,
+    extra: tuple[str, ...],
+    method: LikelihoodMethod,
+) -> Estimate:
+    ess, largest, warnings = _diagnostics(weights, max_weight_threshold)
+    warnings.extend(extra)
+    return Estimate(
+        name=name,
+        value=value,
+        lower=interval[0],
+        upper=interval[1],
+        n=int(weights.shape[0]),
+        effective_sample_size=ess,
+        max_weight=largest,
+        warnings=tuple(dict.fromkeys(warnings)),
+        interval_method=method,
+    )
+
+
+def empirical_likelihood(
+    rewards: npt.ArrayLike,
+    logged_propensities: npt.ArrayLike,
+    target_probabilities: npt.ArrayLike,
+    *,
+    reward_range: tuple[float, float],
+    weight_bound: float | None = None,
+    alpha: float = 0.05,
+    max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+) -> Estimate:
+    """Empirical-likelihood (EL) estimate and profile-likelihood interval of the value.
+
+    The data are treated as draws from an unknown distribution Q of (w, r) on
+    [0, W] x [r_min, r_max] (W = `weight_bound` > 1); the only assumption is E_Q[w] = 1, which holds
+    when the logging policy covers the target. The estimate is V = E_Q[w r] under the
+    nonparametric maximum-likelihood Q. Its dual is one-dimensional: with a_i = w_i - 1,
+
+        beta* = argmax_{beta in [-1/(W-1), 1]} sum_i log(1 + beta a_i),
+        q_i = 1 / (n (1 + beta* a_i)),
+
+    and Q puts q_i on each decision and the rest, 1 - sum q_i, on w = 0 (beta* = 1) or w = W
+    (beta* = -1/(W-1)). The reward at w = W is not identified; it is taken as the Q-weighted
+    mean reward, so V = sum q_i w_i r_i / sum q_i w_i (a self-normalised estimate with
+    likelihood weights; sum q_i w_i = 1 unless mass sits at W).
+
+    The interval is {v : 2 (l* - l(v)) <= chi2_1(1 - alpha)}, with l(v) the log EL of the
+    distributions that also satisfy E_Q[w r] = v (profile likelihood calibrated by the
+    empirical-likelihood Wilks theorem, Owen 2001, chapters 2-3, without Bartlett correction)
+    and l* its maximum over v. l(v) comes from
+    a two-dimensional concave dual over (beta, gamma),
+    max sum_i log(1 + beta (w_i - 1) + gamma (w_i r_i - v)), solved numerically. Because Q may
+    put mass on the unobserved corners (0, *), (W, r_min), (W, r_max), the interval always lies
+    in [r_min, r_max], also with heavy-tailed weights and without clipping.
+
+    References: Karampatziakis, Langford & Mineiro, "Empirical likelihood for contextual
+    bandits", NeurIPS 2020; Owen, *Empirical Likelihood* (2001).
+
+    Args:
+        rewards: r_i, within `reward_range`.
+        logged_propensities: p_i, in (0, 1].
+        target_probabilities: pi(a_i|x_i), in [0, 1].
+        reward_range: known (r_min, r_max) bounds of the rewards.
+        weight_bound: known upper bound W on the weights (e.g. 1 / the smallest propensity the
+            logging policy can give); None uses the largest observed weight (with the
+            `weight_bound_from_data` warning).
+        alpha: one minus the interval's confidence level.
+        max_weight_threshold: weights above it raise the `large_weight` warning.
+    """
+    r, w, (low, high), bound, extra = _el_inputs(
+        rewards, logged_propensities, target_probabilities, reward_range, weight_bound, alpha
+    )
+    n = w.shape[0]
+    if bound <= 1.0 and np.any(w != 1.0):
+        # every weight is below 1, so no distribution on [0, W] has mean weight 1
+        nan = (math.nan, math.nan)
+        return _el_estimate(
+            "EL",
+            math.nan,
+            nan,
+            w,
+            max_weight_threshold,
+            (*extra, EMPIRICAL_LIKELIHOOD_INFEASIBLE),
+            "empirical_likelihood",
+        )
+    # W = 1 means every weight is 1; any W > 1 admits the same distributions for the value.
+    problem = _LikelihoodProblem(w - 1.0, w * r, bound if bound > 1.0 else 2.0, low, high)
+    beta, best = problem.best()
+    q = 1.0 / (n * (1.0 + beta * problem.a))
+    mass = float(np.sum(q * w))
+    if mass == 0.0:
+        # no decision the target would take: the value is not identified, and every reward in
+        # the range is as likely as any other (the `no_overlap` warning says why)
+        return _el_estimate(
+            "EL", math.nan, (low, high), w, max_weight_threshold, extra, "empirical_likelihood"
+        )
+    value = min(max(float(np.sum(q * w * r)) / mass, low), high)
+    critical = float(stats.chi2.ppf(1.0 - alpha, df=1))
+
+    def excess(v: float) -> float:
+        # each dual starts from the point estimate's (beta*, 0), so the result is path-free
+        return 2.0 * (problem.profile(v, (beta, 0.0))[0] - best) - critical
+
+    lower = low if excess(low) <= 0.0 else _root(excess, low, value)
+    upper = high if excess(high) <= 0.0 else _root(excess, value, high)
+    return _el_estimate(
+        "EL",
+        value,
+        (lower, upper),
+        w,
+        max_weight_threshold,
+        extra,
+        "empirical_likelihood",
+    )
+
+
+def _root(function: Callable[[float], float], low: float, high: float) -> float:
+    """Root of a function that changes sign once on [low, high] (the end nearer the sign
+    change when rounding makes both ends agree)."""
+    f_low, f_high = function(low), function(high)
+    if f_low * f_high > 0.0:
+        return low if abs(f_low) < abs(f_high) else high
+    return float(optimize.brentq(function, low, high, xtol=1e-9 * (high - low)))
+
+
+def cressie_read(
+    rewards: npt.ArrayLike,
+    logged_propensities: npt.ArrayLike,
+    target_probabilities: npt.ArrayLike,
+    *,
+    power: float,
+    reward_range: tuple[float, float],
+    weight_bound: float | None = None,
+    alpha: float = 0.05,
+    max_weight_threshold: float = DEFAULT_MAX_WEIGHT_THRESHOLD,
+) -> Estimate:
+    """Cressie-Read (power-divergence) likelihood estimate and interval of the value.
+
+    The estimate minimises the Cressie-Read divergence
+    CR_lambda(q) = 2 / (lambda (lambda + 1)) sum_i ((n q_i)^(-lambda) - 1) of probabilities q_i
+    on the decisions from the uniform 1/n, subject to sum q_i = 1 and sum q_i w_i = 1; the
+    interval is {v : CR*(v) - CR* <= chi2_1(1 - alpha)} (Baggerly 1998: every member is
+    chi-square calibrated). Implemented members (`power` = lambda):
+
+    - lambda = 0, empirical likelihood: `empirical_likelihood` (name `EL`).
+    - lambda = -2, Euclidean likelihood (name `EuL`), in closed form: with y_i = w_i r_i,
+      S the covariance (divisor n) of (w, y) and b = S_wy / S_ww,
+      V = mean(y) - b (mean(w) - 1) (the regression, or control-variate, estimator with the
+      known E[w] = 1), and the interval V +/- z_{1-alpha/2} sqrt((S_yy - b S_wy) / n),
+      intersected with [r_min, r_max]. Its q_i = (1 - (w_i - mean(w)) (mean(w) - 1) / S_ww) / n
+      may be negative (no support constraint), so unlike EL the value may leave the reward
+      range.
+
+    Other powers raise ValueError. References: Cressie & Read, "Multinomial goodness-of-fit
+    tests", JRSS-B 1984; Baggerly, "Empirical likelihood as a goodness-of-fit measure",
+    Biometrika 1998; Owen, *Empirical Likelihood* (2001), 3.15 (Euclidean likelihood);
+    Karampatziakis, Langford & Mineiro (NeurIPS 2020) for lambda = 0.
+
+    Args:
+        rewards: r_i, within `reward_range`.
+        logged_propensities: p_i, in (0, 1].
+        target_probabilities: pi(a_i|x_i), in [0, 1].
+        power: the Cressie-Read lambda, 0 or -2.
+        reward_range: known (r_min, r_max) bounds of the rewards.
+        weight_bound: known upper bound on the weights (lambda = 0 only, see
+            `empirical_likelihood`).
+        alpha: one minus the interval's confidence level.
+        max_weight_threshold: weights above it raise the `large_weight` warning.
+    """
+    if power == 0.0:
+        return empirical_likelihood(
+            rewards,
+            logged_propensities,
+            target_probabilities,
+            reward_range=reward_range,
+            weight_bound=weight_bound,
+            alpha=alpha,
+            max_weight_threshold=max_weight_threshold,
+        )
+    if power != -2.0:
+        raise ValueError(f"power must be 0 (empirical) or -2 (Euclidean likelihood), got {power}")
+    r, w, (low, high), _, _ = _el_inputs(
+        rewards, logged_propensities, target_probabilities, reward_range, weight_bound, alpha
+    )
+    n = w.shape[0]
+    y = w * r
+    w_centred = w - float(np.mean(w))
+    y_centred = y - float(np.mean(y))
+    s_ww = float(np.mean(w_centred * w_centred))
+    s_wy = float(np.mean(w_centred * y_centred))
+    s_yy = float(np.mean(y_centred * y_centred))
+    if s_ww == 0.0 and float(np.mean(w)) != 1.0:
+        # equal weights other than 1: no q with sum q_i = 1 has mean weight 1
+        return _el_estimate(
+            "EuL",
+            math.nan,
+            (math.nan, math.nan),
+            w,
+            max_weight_threshold,
+            (EMPIRICAL_LIKELIHOOD_INFEASIBLE,),
+            "euclidean_likelihood",
+        )
+    warnings: tuple[str, ...] = ()
+    # With all weights 1 the constraint E[w] = 1 carries no information (slope undefined).
+    slope = s_wy / s_ww if s_ww > 0.0 else 0.0
+    value = float(np.mean(y)) - slope * (float(np.mean(w)) - 1.0)
+    residual = max(s_yy - slope * s_wy, 0.0)
+    if residual == 0.0:
+        warnings = (ZERO_VARIANCE,)
+    half = float(stats.norm.ppf(1.0 - alpha / 2.0)) * math.sqrt(residual / n)
+    interval = (min(max(value - half, low), high), max(min(value + half, high), low))
+    return _el_estimate(
+        "EuL", value, interval, w, max_weight_threshold, warnings, "euclidean_likelihood"
     )
 
 
