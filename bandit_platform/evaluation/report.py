@@ -6,7 +6,14 @@ which `lift` computes bandit-vs-holdout and bandit-vs-A-B lifts. The group count
 against the designed traffic split (sample-ratio mismatch). On the learnable bandit-group rows
 of the learning horizon, two target policies are evaluated off-policy with IPS, SNIPS and DR:
 uniform random over the logged eligible arms, and the logging policy itself (whose IPS equals
-the plain mean reward, a self-check of the propensities).
+the plain mean reward, a self-check of the propensities). Both are computed with polars
+expressions and reduced to moment sums (`aggregate`), so the log is never loaded row by row.
+
+Uniform's target needs only the `eligible` list. The logging policy's target is the logged
+`propensity`; its DR also needs the full logged probability vector (the `probabilities` JSON
+column, or a struct column): when some vector does not sum to 1 over the eligible arms (a log
+that kept only the chosen arm's propensity), its DR is left out and the policy value carries
+the `incomplete_probabilities` warning.
 
 The DR reward model is the mean reward per chosen arm, cross-fitted over two folds of the
 rows (fold = a polars hash of `decision_id`, stable for one polars version): each row's model
@@ -17,16 +24,15 @@ Rows whose reward at a horizon is still open (null) are left out of that horizon
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-import numpy as np
 import polars as pl
 
+from bandit_platform.evaluation import aggregate
 from bandit_platform.evaluation.lift import (
     Lift,
     SampleRatioMismatch,
@@ -35,7 +41,7 @@ from bandit_platform.evaluation.lift import (
     relative_lift,
     sample_ratio_mismatch,
 )
-from bandit_platform.evaluation.ope import Estimate, dr, ips, snips
+from bandit_platform.evaluation.ope import Estimate
 
 #: The assignment groups of the log, in report order.
 GROUPS: Final = ("holdout", "ab", "bandit")
@@ -90,12 +96,16 @@ class PolicyValue:
     Attributes:
         policy: `uniform` or `logging`.
         horizon: the reward horizon evaluated.
-        estimates: IPS, SNIPS and DR, in that order.
+        estimates: IPS, SNIPS and DR, in that order (DR left out with the
+            `incomplete_probabilities` warning for the logging policy when the logged
+            probability vectors are incomplete).
+        warnings: coded warnings about the policy's evaluation as a whole.
     """
 
     policy: str
     horizon: str
     estimates: tuple[Estimate, ...]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,7 +161,7 @@ def _group_stats(
             reward.sum().alias(f"sum_{index}"),
             (reward * reward).sum().alias(f"sq_{index}"),
         ]
-    rows = frame.group_by("group").agg(aggregates).collect().to_dicts()
+    rows = frame.group_by("group").agg(aggregates).collect(engine="streaming").to_dicts()
     counts: dict[str, int] = {}
     stats: dict[str, dict[str, SufficientStats]] = {h: {} for h in horizons}
     for row in sorted(rows, key=lambda r: _group_order(str(r["group"]))):
@@ -201,72 +211,193 @@ def _srm(counts: Mapping[str, int], traffic: Mapping[str, float]) -> SampleRatio
     return sample_ratio_mismatch([counts.get(g, 0) for g in tested], [traffic[g] for g in tested])
 
 
-def _fold_model(
-    arms: np.ndarray, rewards: np.ndarray, fallback: float
-) -> tuple[dict[str, float], float]:
-    if rewards.size == 0:
-        return {}, fallback
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for arm, reward in zip(arms.tolist(), rewards.tolist(), strict=True):
-        sums[arm] = sums.get(arm, 0.0) + reward
-        counts[arm] = counts.get(arm, 0) + 1
-    return {arm: sums[arm] / counts[arm] for arm in sums}, float(rewards.mean())
+#: Warning code of a policy value: some logged probability vectors do not sum to 1 over the
+#: eligible arms (e.g. a log that kept only the chosen arm's propensity), so the logging
+#: policy's reward-model value, and with it its DR estimate, is not computable.
+INCOMPLETE_PROBABILITIES: Final = "incomplete_probabilities"
+#: Tolerance on |sum of the logged probabilities over the eligible arms - 1|.
+_PROBABILITY_TOLERANCE: Final = 1e-6
+
+_Model = tuple[dict[str, float], float]
+
+
+def _fold_models(rows: pl.LazyFrame) -> tuple[list[_Model], list[str], int]:
+    """Per fold k, the mean reward per arm fitted on the other fold, and the fold's default.
+
+    Returns the two models, the arms that appear in any row's arm list, and the row count.
+    """
+    # Two separate queries: collected together, polars would cache their common input (all
+    # the rows) in memory.
+    by_arm = (
+        rows.group_by("fold", "arm")
+        .agg(pl.col("reward").sum().alias("total"), pl.len().alias("count"))
+        .collect(engine="streaming")
+    )
+    arm_lists = rows.select(pl.col("arms").explode().unique().drop_nulls().sort()).collect(
+        engine="streaming"
+    )
+    totals = {0: 0.0, 1: 0.0}
+    counts = {0: 0, 1: 0}
+    means: dict[int, dict[str, float]] = {0: {}, 1: {}}
+    for fold, arm, total, count in by_arm.iter_rows():
+        totals[fold] += total
+        counts[fold] += count
+        means[fold][arm] = total / count
+    n = counts[0] + counts[1]
+    overall = (totals[0] + totals[1]) / n if n else math.nan
+    models: list[_Model] = []
+    for k in (0, 1):
+        other = 1 - k
+        if counts[other] == 0:
+            models.append(({}, overall))
+        else:
+            models.append((means[other], totals[other] / counts[other]))
+    return models, [str(a) for a in arm_lists["arms"].to_list()], n
+
+
+def _by_fold(zero: pl.Expr, one: pl.Expr) -> pl.Expr:
+    return pl.when(pl.col("fold") == 0).then(zero).otherwise(one)
+
+
+def _model_value(key: pl.Expr, model: _Model) -> pl.Expr:
+    means, default = model
+    if not means:
+        return pl.lit(default, dtype=pl.Float64)
+    return key.replace_strict(means, default=default, return_dtype=pl.Float64)
+
+
+def _logged_probabilities(dtype: pl.DataType, arms: Sequence[str]) -> dict[str, pl.Expr] | None:
+    """The logged probability of each arm (null when absent) read from the `mu` struct column
+    that `_decoded_probabilities` adds, or None for a `probabilities` column of another type."""
+    mu = pl.col("mu")
+    if isinstance(dtype, pl.String):
+        return {arm: mu.struct.field(arm) for arm in arms}
+    if isinstance(dtype, pl.Struct):
+        fields = {field.name for field in dtype.fields}
+        return {
+            arm: mu.struct.field(arm).cast(pl.Float64)
+            if arm in fields
+            else pl.lit(None, dtype=pl.Float64)
+            for arm in arms
+        }
+    return None
+
+
+def _decoded_probabilities(dtype: pl.DataType, arms: Sequence[str]) -> pl.Expr:
+    """The `probabilities` column as a struct `mu` (the JSON text decoded once per row)."""
+    column = pl.col("probabilities")
+    if isinstance(dtype, pl.String):
+        column = column.str.json_decode(pl.Struct({arm: pl.Float64 for arm in arms}))
+    return column.alias("mu")
 
 
 def _policy_values(frame: pl.LazyFrame, horizon: str) -> tuple[PolicyValue, ...]:
+    """IPS, SNIPS and DR of the uniform and the logging policy, in two passes over the rows.
+
+    The first pass fits the cross-fitted reward model (sums per fold and arm); the second
+    computes every per-row quantity as a polars expression and aggregates it into the moments
+    of `aggregate`. Both run on polars' streaming engine without collecting the rows;
+    decoding the JSON `probabilities` text is the costliest step (a struct column skips it).
+
+    Per row i with arm list A_i (the eligible arms, or the chosen arm when none are listed)
+    and qhat the model of the other fold: uniform's target probability is 1 / |A_i| if the
+    chosen arm is in A_i (else 0) and its model value mean_{a in A_i} qhat(a); the logging
+    policy's target probability is the logged propensity and its model value
+    sum_{a in A_i} mu_i(a) qhat(a) with mu_i the logged probabilities (only when they sum to 1
+    over A_i on every row; otherwise its DR is left out with `incomplete_probabilities`).
+    """
+    schema = frame.collect_schema()
     reward = pl.col(f"{_REWARD_PREFIX}{horizon}").cast(pl.Float64)
-    rows = (
-        frame.filter(
-            (pl.col("group") == "bandit")
-            & pl.col("learnable").fill_null(False)
-            & reward.is_not_null()
-        )
-        .select(
-            (pl.col("decision_id").hash(seed=0) % 2).cast(pl.Int64).alias("fold"),
-            chosen_arm().alias("arm"),
-            pl.col("propensity").cast(pl.Float64),
-            pl.col("probabilities"),
-            pl.col("eligible"),
-            reward.alias("reward"),
-        )
-        .collect()
+    eligible = pl.col("eligible")
+    has_probabilities = "probabilities" in schema.names()
+    rows = frame.filter(
+        (pl.col("group") == "bandit") & pl.col("learnable").fill_null(False) & reward.is_not_null()
+    ).select(
+        (pl.col("decision_id").hash(seed=0) % 2).cast(pl.Int64).alias("fold"),
+        chosen_arm().alias("arm"),
+        pl.col("propensity").cast(pl.Float64),
+        reward.alias("reward"),
+        pl.when(eligible.list.len() > 0)
+        .then(eligible)
+        .otherwise(pl.concat_list(chosen_arm()))
+        .alias("arms"),
+        *([pl.col("probabilities")] if has_probabilities else []),
     )
-    if rows.height == 0:
+    models, arms, n = _fold_models(rows)
+    if n == 0:
         return ()
-    r = rows["reward"].to_numpy().astype(np.float64)
-    p = rows["propensity"].to_numpy().astype(np.float64)
-    folds = rows["fold"].to_numpy()
-    arms = np.asarray(rows["arm"].to_list(), dtype=object)
-    eligible: list[list[str]] = [list(e) for e in rows["eligible"].to_list()]
-    logged: list[dict[str, float]] = [json.loads(text) for text in rows["probabilities"]]
-    overall = float(r.mean())
-    # fold k's values come from the model fitted on the other fold
-    models = [_fold_model(arms[folds != k], r[folds != k], overall) for k in (0, 1)]
-
-    n = rows.height
-    q_logged = np.empty(n)
-    t_uniform = np.empty(n)
-    q_uniform = np.empty(n)
-    q_logging = np.empty(n)
-    for i in range(n):
-        means, default = models[int(folds[i])]
-        arms_i = eligible[i] or [str(arms[i])]
-        q = [means.get(a, default) for a in arms_i]
-        q_logged[i] = means.get(str(arms[i]), default)
-        t_uniform[i] = 1.0 / len(arms_i) if str(arms[i]) in arms_i else 0.0
-        q_uniform[i] = sum(q) / len(arms_i)
-        q_logging[i] = sum(logged[i].get(a, 0.0) * qa for a, qa in zip(arms_i, q, strict=True))
-
-    result: list[PolicyValue] = []
-    for name, target, q_target in ((UNIFORM, t_uniform, q_uniform), (LOGGING, p, q_logging)):
-        estimates = (
-            ips(r, p, target),
-            snips(r, p, target),
-            dr(r, p, target, q_logged, q_target),
+    arm_list = pl.col("arms")
+    # Per-row values first (each computed once), then one aggregation over plain columns.
+    per_row = [
+        pl.col("reward"),
+        pl.col("propensity"),
+        _by_fold(
+            _model_value(pl.col("arm"), models[0]), _model_value(pl.col("arm"), models[1])
+        ).alias("q_logged"),
+        pl.when(arm_list.list.contains(pl.col("arm")))
+        .then(1.0 / arm_list.list.len().cast(pl.Float64))
+        .otherwise(0.0)
+        .alias("t_uniform"),
+        _by_fold(
+            *(
+                arm_list.list.eval(_model_value(pl.element(), model)).list.mean().cast(pl.Float64)
+                for model in models
+            )
+        ).alias("q_uniform"),
+    ]
+    dtype = schema["probabilities"] if has_probabilities else None
+    logged = None if dtype is None or not arms else _logged_probabilities(dtype, arms)
+    if logged is not None:
+        # sums over a in A_i of mu_i(a) and of mu_i(a) qhat(a); arms outside A_i count 0
+        assert dtype is not None
+        rows = rows.with_columns(_decoded_probabilities(dtype, arms))
+        mu = {
+            arm: pl.when(arm_list.list.contains(pl.lit(arm)))
+            .then(logged[arm].fill_null(0.0))
+            .otherwise(0.0)
+            for arm in arms
+        }
+        mass = pl.sum_horizontal(mu.values())
+        q_logging = pl.sum_horizontal(
+            mu[arm]
+            * _by_fold(
+                pl.lit(models[0][0].get(arm, models[0][1])),
+                pl.lit(models[1][0].get(arm, models[1][1])),
+            )
+            for arm in arms
         )
-        result.append(PolicyValue(name, horizon, estimates))
-    return tuple(result)
+        incomplete = ((mass - 1.0).abs() > _PROBABILITY_TOLERANCE).fill_null(True)
+        per_row += [q_logging.alias("q_logging"), incomplete.alias("incomplete")]
+    exprs = aggregate.ope_moment_exprs(
+        reward="reward",
+        propensity="propensity",
+        target="t_uniform",
+        q_logged="q_logged",
+        q_target="q_uniform",
+        prefix=f"{UNIFORM}_",
+    )
+    exprs += aggregate.ope_moment_exprs(
+        reward="reward",
+        propensity="propensity",
+        target="propensity",
+        q_logged=None if logged is None else "q_logged",
+        q_target=None if logged is None else "q_logging",
+        prefix=f"{LOGGING}_",
+    )
+    if logged is not None:
+        exprs.append(pl.col("incomplete").sum())
+    row = rows.select(per_row).select(exprs).collect(engine="streaming").row(0, named=True)
+    uniform = aggregate.moments_from_row(row, prefix=f"{UNIFORM}_")
+    logging = aggregate.moments_from_row(row, prefix=f"{LOGGING}_")
+    warnings: tuple[str, ...] = ()
+    if logged is None or int(row["incomplete"]) > 0:
+        # IPS and SNIPS of the logging policy need only the logged propensity (w_i = 1)
+        logging = replace(logging, dr=None)
+        warnings = (INCOMPLETE_PROBABILITIES,)
+    return (
+        PolicyValue(UNIFORM, horizon, aggregate.estimates_from_moments(uniform)),
+        PolicyValue(LOGGING, horizon, aggregate.estimates_from_moments(logging), warnings),
+    )
 
 
 def evaluate_log(
@@ -370,5 +501,10 @@ def format_report(report: LogReport) -> str:
                     f"  {policy.policy:<10}{estimate.name:<10}{estimate.n:>8}"
                     f"{estimate.value:>11.5f}  {_interval(estimate.lower, estimate.upper, 5):<22}"
                     f"{estimate.effective_sample_size:>9.1f}{estimate.max_weight:>8.2f}{note}"
+                )
+            if INCOMPLETE_PROBABILITIES in policy.warnings:
+                lines.append(
+                    f"  {policy.policy:<10}(no DR: the logged probabilities do not sum to 1 over "
+                    "the eligible arms)"
                 )
     return "\n".join(lines)
