@@ -8,4 +8,7 @@ bash scripts/bootstrap.sh
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest"
+# One BLAS thread per test worker: the workers already use every core, and multi-threaded
+# BLAS on small matrices only adds contention.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 exec .venv/bin/pytest -n "${PYTEST_WORKERS:-2}" "$@"
