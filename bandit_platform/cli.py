@@ -242,14 +242,30 @@ def _traffic_split(text: str) -> dict[str, float]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from bandit_platform.evaluation.report import evaluate_log, format_report
+    import json
 
+    from bandit_platform.evaluation.report import evaluate_log, format_report
+    from bandit_platform.service import reports
+
+    if args.experiment is None:
+        if args.audit_groups is not None:
+            raise ValueError("--audit-groups needs --experiment (the database)")
+        try:
+            report = evaluate_log(Path(args.log), traffic=args.traffic, horizon=args.horizon)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(reports.to_json(report), indent=2) if args.json else format_report(report))
+        return 0
+    audit = None if args.audit_groups is None else reports.read_audit_file(Path(args.audit_groups))
+    platform = Platform(_settings())
     try:
-        report = evaluate_log(Path(args.log), traffic=args.traffic, horizon=args.horizon)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_report(report))
+        result = reports.evaluate_experiment(
+            platform, args.experiment, traffic=args.traffic, horizon=args.horizon, audit=audit
+        )
+    finally:
+        platform.close()
+    print(json.dumps(reports.to_json(result), indent=2) if args.json else result.text())
     return 0
 
 
@@ -267,6 +283,100 @@ def cmd_model(args: argparse.Namespace) -> int:
     finally:
         platform.close()
     return 0
+
+
+def _aware_time(text: str) -> object:
+    from datetime import datetime
+
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("needs a timezone, e.g. 2026-11-02T09:00:00+00:00")
+    return value
+
+
+def cmd_model_evaluate(args: argparse.Namespace) -> int:
+    from bandit_platform.evaluation.ope import Estimate
+    from bandit_platform.service import policy_evaluation as pe
+
+    def line(estimate: Estimate) -> str:
+        return (
+            f"{estimate.name:>6} {estimate.value:8.4f}  "
+            f"[{estimate.lower:8.4f}, {estimate.upper:8.4f}]  "
+            f"ESS {estimate.effective_sample_size:8.1f}  max w {estimate.max_weight:6.2f}"
+            + (f"  ({', '.join(estimate.warnings)})" if estimate.warnings else "")
+        )
+
+    platform = Platform(_settings())
+    try:
+        integrity = pe.check_integrity(platform, args.experiment, limit=args.limit)
+        targets = pe.standard_targets(platform, args.experiment, args.version or ())
+        evaluations = pe.evaluate_policies(
+            platform, args.experiment, targets, horizon=args.horizon, confidence=args.confidence
+        )
+    finally:
+        platform.close()
+    status = "ok" if integrity.ok else "FAILED"
+    print(
+        f"integrity {status}: {integrity.checked} of the {integrity.sampled} newest decisions "
+        f"recomputed, {integrity.mismatched} mismatched (largest difference "
+        f"{integrity.max_difference:.3g}), {integrity.unverifiable} unverifiable; skipped "
+        f"{integrity.skipped or 'none'}"
+    )
+    for decision_id in integrity.mismatched_ids:
+        print(f"  mismatch: {decision_id}")
+    for evaluation in evaluations:
+        print(
+            f"{evaluation.policy} ({evaluation.horizon}, n = {evaluation.n}, "
+            f"{args.confidence:.0%} intervals)"
+        )
+        for estimate in (evaluation.ips, evaluation.snips, evaluation.dr):
+            print("  " + line(estimate))
+    return 0 if integrity.ok else 1
+
+
+def cmd_model_candidate(args: argparse.Namespace) -> int:
+    import json
+
+    import msgspec
+
+    from bandit_platform.domain.config import EpsilonGreedy, Explorer
+    from bandit_platform.service.policy_evaluation import CandidateSpec, PromotionRefused
+
+    explorer: Explorer | None = None
+    if args.explorer is not None:
+        try:
+            explorer = msgspec.json.decode(args.explorer, type=Explorer)
+        except msgspec.DecodeError as exc:  # malformed JSON or an invalid explorer
+            raise ValueError(f"--explorer: {exc}") from None
+    elif args.epsilon is not None:
+        explorer = EpsilonGreedy(epsilon=args.epsilon)
+    spec = CandidateSpec(
+        explorer=explorer,
+        holdout_fraction=args.holdout_fraction,
+        cutoff=args.cutoff,
+        confidence=args.confidence,
+        estimator=args.estimator,
+    )
+    platform = Platform(_settings())
+    try:
+        service = ExperimentService(platform)
+        try:
+            result = service.promote_candidate(
+                args.experiment, spec, actor="cli", dry_run=args.model_command == "candidate"
+            )
+        except PromotionRefused as exc:
+            print(json.dumps(exc.evidence, indent=2))
+            print(f"refused: {exc.message}", file=sys.stderr)
+            return 1
+    finally:
+        platform.close()
+    print(json.dumps(result["evidence"], indent=2))
+    if result["promoted"]:
+        print(f"promoted: serving the candidate as v{result['version']}")
+    else:
+        verdict = "would be promoted" if result["would_promote"] else "would be refused"
+        print(f"dry run: the candidate {verdict}; nothing was written")
+    return 0 if result["promoted"] or result["would_promote"] else 1
 
 
 def _progress_bar(unit: str) -> Callable[[int, int], None]:
@@ -413,9 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=cmd_export)
 
     evaluate = commands.add_parser(
-        "evaluate", help="lift, sample-ratio check and off-policy values of an exported log"
+        "evaluate",
+        help="lift, sample-ratio check and off-policy values of an exported log or of an "
+        "experiment in the database (with its segments and an optional fairness audit)",
     )
-    evaluate.add_argument("--log", required=True, help="the Parquet file of `export`")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--log", help="the Parquet file of `export`")
+    source.add_argument("--experiment", help="an experiment key: read the database instead")
+    evaluate.add_argument(
+        "--audit-groups",
+        metavar="FILE",
+        help="with --experiment: a CSV of customer_id and protected attribute columns, used "
+        "for the fairness audit only (pseudonymised in memory; never stored or logged)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of text")
     evaluate.add_argument(
         "--traffic",
         type=_traffic_split,
@@ -446,6 +567,41 @@ def build_parser() -> argparse.ArgumentParser:
     warm = model_commands.add_parser("warm-start", help="retrain from all logged decisions")
     warm.add_argument("--experiment", required=True)
     warm.set_defaults(handler=cmd_model)
+    model_evaluate = model_commands.add_parser(
+        "evaluate",
+        help="integrity of the logged probabilities and off-policy values of the logging "
+        "policy, uniform random, the incumbent rules and model versions",
+    )
+    model_evaluate.add_argument("--experiment", required=True)
+    model_evaluate.add_argument(
+        "--version", type=int, action="append", help="a model version (repeatable; default: served)"
+    )
+    model_evaluate.add_argument("--horizon", help="reward horizon (default: the learning one)")
+    model_evaluate.add_argument("--confidence", type=float, default=0.95)
+    model_evaluate.add_argument(
+        "--limit", type=int, default=1000, help="newest decisions checked for integrity"
+    )
+    model_evaluate.set_defaults(handler=cmd_model_evaluate)
+    for name, text in (
+        ("candidate", "judge a candidate trained on the log against the served model (dry run)"),
+        ("promote", "promote a candidate trained on the log when it passes the promotion gate"),
+    ):
+        gate = model_commands.add_parser(name, help=text)
+        gate.add_argument("--experiment", required=True)
+        chosen = gate.add_mutually_exclusive_group()
+        chosen.add_argument("--epsilon", type=float, help="an epsilon-greedy candidate")
+        chosen.add_argument("--explorer", help='an explorer as JSON, e.g. {"kind": "softmax"}')
+        gate.add_argument(
+            "--holdout-fraction", type=float, default=0.3, help="newest rows held out (0.3)"
+        )
+        gate.add_argument(
+            "--cutoff",
+            type=_aware_time,
+            help="ISO time with zone: decisions before it train, after it evaluate",
+        )
+        gate.add_argument("--confidence", type=float, default=0.95, help="one-sided (0.95)")
+        gate.add_argument("--estimator", choices=["snips", "ips", "dr"], default="snips")
+        gate.set_defaults(handler=cmd_model_candidate)
 
     study = commands.add_parser(
         "study", help="run a study (arms x seeds of simulations in parallel) and report it"

@@ -10,6 +10,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
+from bandit_platform.api.candidates import PolicyController
 from bandit_platform.api.controllers import (
     DecisionController,
     ExperimentController,
@@ -21,6 +22,8 @@ from bandit_platform.api.controllers import (
     ready,
 )
 from bandit_platform.api.errors import EXCEPTION_HANDLERS
+from bandit_platform.api.guardrails import GuardrailController
+from bandit_platform.api.reports import ReportController
 from bandit_platform.api.simulation import SimulationController
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionService
@@ -78,6 +81,9 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             OutcomeController,
             ExperimentController,
             ModelController,
+            PolicyController,
+            ReportController,
+            GuardrailController,
             learner_status,
             explorers,
             live,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from bandit_platform.domain.config import Explorer
 from bandit_platform.domain.decisions import ExperimentStatus
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
@@ -112,8 +113,8 @@ class AuditEntryBody(msgspec.Struct, kw_only=True):
     details: dict[str, Any]
 
 
-class ModelBody(msgspec.Struct, kw_only=True):
-    """One model snapshot (without its bytes)."""
+class ModelBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One model snapshot (without its bytes); `evidence` only on a promoted version."""
 
     version: int
     created_at: datetime
@@ -123,6 +124,7 @@ class ModelBody(msgspec.Struct, kw_only=True):
     intact: bool
     note: str
     match_rate: float | None
+    evidence: dict[str, Any] | None = None
 
 
 class RollbackBody(_Body, kw_only=True):
@@ -156,3 +158,146 @@ class LearnerReportBody(msgspec.Struct, kw_only=True):
     rewards_closed: int
     examples_learned: dict[str, int]
     snapshots_published: dict[str, int]
+
+
+class GuardrailClearBody(_Body, kw_only=True):
+    """`POST /v1/experiments/{key}/guardrails/clear`: why the bandit may serve again."""
+
+    comment: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class GuardrailRateBody(msgspec.Struct, kw_only=True):
+    """One group's rate of a guardrail metric with its always-valid interval and n."""
+
+    n: int
+    events: int
+    rate: float | None
+    lower: float | None
+    upper: float | None
+
+
+class GuardrailIncreaseBody(msgspec.Struct, kw_only=True):
+    """Bandit minus holdout rate with its always-valid interval."""
+
+    estimate: float
+    lower: float
+    upper: float
+    confidence: float
+    method: str
+
+
+class GuardrailStatusBody(msgspec.Struct, kw_only=True):
+    """One configured guardrail and where it stands now."""
+
+    metric: str
+    window_hours: float
+    max_increase: float | None
+    max_rate: float | None
+    min_decisions: int
+    confidence: float
+    bandit: GuardrailRateBody
+    holdout: GuardrailRateBody | None
+    increase: GuardrailIncreaseBody | None
+    ready: bool
+    breached: str | None
+    warnings: list[str]
+
+
+class GuardrailReportBody(msgspec.Struct, kw_only=True):
+    """`GET /v1/experiments/{key}/guardrails`: the guardrails, their rates and the trip."""
+
+    experiment: str
+    tripped: bool
+    trip: dict[str, Any] | None
+    since: datetime | None
+    guardrails: list[GuardrailStatusBody]
+
+
+#: Most rows one fairness audit request may carry.
+MAX_AUDIT_ROWS = 100_000
+AttributeName = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+AttributeValue = Annotated[str, msgspec.Meta(max_length=120)]
+
+
+class FairnessAuditBody(_Body, kw_only=True):
+    """`POST /v1/experiments/{key}/report/fairness`: protected attributes for an audit only.
+
+    `rows` are the bank's file as JSON, one object per customer: `customer_id` and the
+    attribute columns (e.g. `{"customer_id": "c-1", "gender": "f"}`). They are joined to the
+    log in memory through the customer pseudonym and never stored or logged.
+    """
+
+    rows: Annotated[
+        list[Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(max_length=21)]],
+        msgspec.Meta(min_length=1, max_length=MAX_AUDIT_ROWS),
+    ]
+    horizon: Name | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class IntegrityBody(msgspec.Struct, kw_only=True):
+    """`GET /v1/experiments/{key}/policies/integrity`: recent logged probability vectors
+    recomputed from the snapshots (and A-B rule) that produced them."""
+
+    experiment: str
+    ok: bool
+    sampled: int
+    checked: int
+    mismatched: int
+    max_difference: float | None
+    tolerance: float
+    mismatched_ids: list[str]
+    unverifiable: int
+    skipped: dict[str, int]
+
+
+class EstimateBody(msgspec.Struct, kw_only=True):
+    """One off-policy estimate with its two-sided interval, n and overlap diagnostics."""
+
+    estimator: str
+    value: float | None
+    lower: float | None
+    upper: float | None
+    n: int
+    effective_sample_size: float
+    max_weight: float
+    warnings: list[str]
+
+
+class PolicyValueBody(msgspec.Struct, kw_only=True):
+    """`GET /v1/experiments/{key}/policies`: one target policy's IPS, SNIPS and DR values."""
+
+    policy: str
+    horizon: str
+    n: int
+    confidence: float
+    estimates: list[EstimateBody]
+
+
+class CandidateRequestBody(_Body, kw_only=True):
+    """`POST /v1/experiments/{key}/candidates`: train a candidate on the log before a cutoff,
+    judge it against the served model on the rows after it, and promote it when its lower
+    confidence bound is above the served model's (unless `dry_run`).
+
+    `explorer` (any explorer of the configuration schema) or its shortcut `epsilon` (an
+    epsilon-greedy explorer); neither: the configured explorer.
+    """
+
+    explorer: Explorer | None = None
+    epsilon: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    holdout_fraction: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.3
+    cutoff: datetime | None = None
+    confidence: Annotated[float, msgspec.Meta(ge=0.5, lt=1.0)] = 0.95
+    estimator: Literal["snips", "ips", "dr"] = "snips"
+    dry_run: bool = False
+
+
+class CandidateResponseBody(msgspec.Struct, kw_only=True):
+    """The promotion gate's verdict: whether the candidate was promoted, as which version, and
+    the evidence stored with it."""
+
+    promoted: bool
+    would_promote: bool
+    version: int | None
+    evidence: dict[str, Any]

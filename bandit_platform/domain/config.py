@@ -308,6 +308,36 @@ class FrequencyCap(_Schema, frozen=True, kw_only=True):
     offer: str | None = None
 
 
+class Guardrail(_Schema, frozen=True, kw_only=True):
+    """A harm metric (complaints, opt-outs, unsubscribes) that switches the bandit group to the
+    experiment's baseline when it is breached.
+
+    A decision counts for the metric when at least one outcome event named `metric` occurred
+    within `window_hours` after it; the rate is the share of such decisions among those whose
+    window has passed. The guardrail trips when, at `confidence`, the bandit group's rate
+    exceeds the holdout's by more than `max_increase`, or exceeds `max_rate`. At least one of
+    the two thresholds is required.
+
+    Attributes:
+        metric: the outcome event counted (e.g. `complaint`, `opt_out`, `unsubscribe`); the
+            outcome endpoint accepts it even when it carries no reward weight.
+        window_hours: how long after a decision its events count.
+        max_increase: the largest tolerated absolute increase of the rate per decision, bandit
+            group minus holdout (e.g. 0.005: half a percentage point); checked only when the
+            split has a holdout (without one, `max_rate` is required).
+        max_rate: the largest tolerated rate per decision in the bandit group.
+        min_decisions: decisions per compared group, past their window, before it may trip.
+        confidence: how sure the check must be that the threshold is exceeded.
+    """
+
+    metric: Key
+    window_hours: Hours = 168.0
+    max_increase: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    max_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    min_decisions: Annotated[int, msgspec.Meta(ge=2, le=100_000_000)] = 1000
+    confidence: Annotated[float, msgspec.Meta(ge=0.5, le=0.9999)] = 0.95
+
+
 class ExperimentConfig(_Schema, frozen=True, kw_only=True):
     """The whole, versioned configuration of one experiment."""
 
@@ -329,6 +359,9 @@ class ExperimentConfig(_Schema, frozen=True, kw_only=True):
     consent_required: bool = True
     protected_attributes: list[FieldName] = msgspec.field(default_factory=list)
     fallback_offer: str | None = None
+    guardrails: Annotated[list[Guardrail], msgspec.Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,6 +595,7 @@ def validate_config(config: ExperimentConfig) -> CompiledExperiment:
             "apprentice mode imitates the incumbent rules: set ab_arm.kind to incumbent_rules",
             field="learning.apprentice",
         )
+    _check_guardrails(config)
     for index, name in enumerate(config.protected_attributes):
         if name.split(".", 1)[0] not in CONTEXT_SECTIONS:
             raise InvalidInput(
@@ -597,6 +631,30 @@ def _check_reward(reward: RewardDefinition) -> None:
             raise InvalidInput(
                 "the reward wait time cannot be shorter than the attribution window",
                 field=f"{where}.reward_wait_hours",
+            )
+
+
+def _check_guardrails(config: ExperimentConfig) -> None:
+    seen: set[str] = set()
+    for index, guardrail in enumerate(config.guardrails):
+        where = f"guardrails[{index}]"
+        if guardrail.metric in seen:
+            raise InvalidInput(
+                f"duplicate guardrail metric {guardrail.metric!r}", field=f"{where}.metric"
+            )
+        seen.add(guardrail.metric)
+        if guardrail.max_increase is None and guardrail.max_rate is None:
+            raise InvalidInput("set max_increase, max_rate or both", field=where)
+        if (
+            guardrail.max_increase is not None
+            and guardrail.max_rate is None
+            and config.traffic.holdout <= 0.0
+        ):
+            # Without a holdout only max_rate can trip; a guardrail that never can is a mistake.
+            raise InvalidInput(
+                "max_increase compares with the holdout group and traffic.holdout is 0: "
+                "add a holdout or a max_rate",
+                field=f"{where}.max_increase",
             )
 
 

@@ -46,6 +46,8 @@ class DecisionReason(enum.StrEnum):
     CUSTOMER_CAP = "customer_cap"
     MODEL_FALLBACK = "model_fallback"
     APPRENTICE = "apprentice"
+    #: A guardrail tripped: the bandit group is served the experiment's baseline.
+    GUARDRAIL_BASELINE = "guardrail_baseline"
 
 
 #: Reasons whose decisions a learner may use: the policy chose with a logged propensity.

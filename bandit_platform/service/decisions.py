@@ -214,6 +214,11 @@ class DecisionService:
                             )
                         return decision_from_row(existing, experiment_row.key, replayed=True)
                 group = assign_group(customer_key, experiment_row.salt, compiled.config.traffic)
+                trip = (
+                    experiment_row.guardrail_trip
+                    if group == Group.BANDIT and compiled.config.guardrails
+                    else None
+                )
                 choice = self._choose(
                     session,
                     experiment_row,
@@ -224,6 +229,7 @@ class DecisionService:
                     request.consent,
                     decision_id,
                     now,
+                    trip,
                 )
                 values = self._row(
                     decision_id,
@@ -259,10 +265,17 @@ class DecisionService:
         consent: bool | None,
         decision_id: str,
         now: datetime,
+        trip: Mapping[str, Any] | None = None,
     ) -> _Choice:
         config = compiled.config
         if group == Group.HOLDOUT:
             return _no_offer(DecisionReason.HOLDOUT, "holdout group: no offer (control for lift)")
+        if trip is not None and config.ab_arm.kind != "incumbent_rules":
+            # Without incumbent rules the baseline is the holdout's treatment: no offer.
+            return _no_offer(
+                DecisionReason.GUARDRAIL_BASELINE,
+                f"guardrail {trip.get('metric')!r} tripped: the baseline (no offer) is served",
+            )
         capped, customer_capped = self._caps(
             session, experiment_row.id, compiled, customer_key, now
         )
@@ -303,6 +316,8 @@ class DecisionService:
             return choice
         if group == Group.AB:
             choice = self._ab(compiled, context, eligible, arms)
+        elif trip is not None:
+            choice = self._guardrail_baseline(compiled, context, eligible, arms, trip)
         elif config.learning.apprentice and experiment_row.apprentice_state != "online":
             choice = self._apprentice(compiled, context, eligible, arms)
         else:
@@ -407,6 +422,27 @@ class DecisionService:
             chosen,
             "apprentice: " + rule_choice.explanation.removeprefix("A-B group: "),
         )
+
+    def _guardrail_baseline(
+        self,
+        compiled: CompiledExperiment,
+        context: ValidatedContext,
+        eligible: Sequence[Offer],
+        arms: list[Arm],
+        trip: Mapping[str, Any],
+    ) -> _Choice:
+        """Serve the incumbent rules in the bandit group while a guardrail is tripped.
+
+        The rules' single choice with probability 1, as in the A-B group, under a reason of
+        its own: not learned from, and not an apprentice lesson.
+        """
+        rule_choice = self._ab(compiled, context, eligible, arms)
+        rule_choice.reason = DecisionReason.GUARDRAIL_BASELINE
+        rule_choice.explanation = (
+            f"guardrail {trip.get('metric')!r} tripped: the baseline is served; "
+            + rule_choice.explanation.removeprefix("A-B group: ")
+        )
+        return rule_choice
 
     def _bandit(
         self,

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bandit_platform.domain.config import (
     CompiledExperiment,
     ExperimentConfig,
+    Explorer,
     config_to_builtins,
     validate_config,
 )
@@ -22,8 +24,14 @@ from bandit_platform.domain.decisions import STATUS_TRANSITIONS, ExperimentStatu
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.policies.vw_adapter import model_arguments
 from bandit_platform.service.learner import ensure_model
-from bandit_platform.service.models import copy_snapshot
+from bandit_platform.service.models import copy_snapshot, publish_snapshot
 from bandit_platform.service.platform import Platform
+from bandit_platform.service.policy_evaluation import (
+    Candidate,
+    CandidateSpec,
+    PromotionRefused,
+    evaluate_candidate,
+)
 from bandit_platform.storage import repositories
 from bandit_platform.storage.tables import ExperimentRow, ExperimentVersionRow, OfferRow
 
@@ -296,6 +304,7 @@ class ExperimentService:
                     "intact": repositories.snapshot_is_intact(s),
                     "note": s.note,
                     "match_rate": s.match_rate,
+                    "evidence": s.evidence,
                 }
                 for s in repositories.snapshots(session, row.id)
             ]
@@ -348,6 +357,132 @@ class ExperimentService:
                 details={"to_version": version, "new_version": copy.version},
             )
             return {"version": copy.version, "rolled_back_to": version}
+
+    def promote_candidate(
+        self,
+        key: str,
+        spec: CandidateSpec,
+        actor: str,
+        *,
+        candidate: Candidate | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Judge a candidate model against the served one off-policy; serve it if it passes.
+
+        The gate is `policy_evaluation.evaluate_candidate` (trained on the log before the
+        cutoff unless `candidate` is given; passes when its one-sided lower bound beats the
+        incumbent's). A candidate that passes becomes the newest version, with the gate's
+        evidence stored on it (audited `model.promoted`); the learner continues from it with
+        the rewards after the last one it was trained on. A candidate for another explorer
+        than the configured one also sets the configuration's explorer (a new configuration
+        version, audited `experiment.update`). A refusal is audited
+        (`model.promotion_refused`) and publishes nothing. `dry_run` writes nothing at all.
+
+        Returns:
+            `promoted`, the new `version` (None unless promoted), `would_promote` and the
+            `evidence`.
+
+        Raises:
+            NotFound: no such experiment, or no snapshot to compare with.
+            InvalidInput: a spec field out of range or too few rows (field named), or a
+                candidate model whose arguments do not fit its explorer.
+            PromotionRefused: the gate refused (409, carries the evidence).
+            Conflict: the served model or the configuration changed during the evaluation.
+        """
+        if candidate is not None and candidate.model.arguments != model_arguments(
+            candidate.explorer
+        ):
+            raise InvalidInput("the model's arguments do not fit its explorer", field="candidate")
+        verdict = evaluate_candidate(self.platform, key, spec, candidate=candidate, actor=actor)
+        evidence = verdict.evidence
+        result: dict[str, Any] = {
+            "promoted": False,
+            "would_promote": verdict.promote,
+            "version": None,
+            "evidence": evidence,
+        }
+        if dry_run:
+            return result
+        now = self.platform.clock()
+        with self._write() as session:
+            row = self._require(session, key, lock=True)
+            assert row.id is not None
+            newest = repositories.latest_snapshot_version(session, row.id) or 0
+            if newest != verdict.newest_version or row.version != verdict.config_version:
+                raise Conflict(
+                    "a model was published or the configuration changed while the candidate "
+                    "was evaluated; evaluate it again",
+                    field="candidate",
+                )
+            if not verdict.promote:
+                repositories.audit(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="model.promotion_refused",
+                    experiment_id=row.id,
+                    details=evidence,
+                )
+            else:
+                chosen = verdict.candidate
+                if chosen.explorer != self.platform.compiled(row).config.explorer:
+                    self._set_explorer(session, row, chosen.explorer, actor, now)
+                snapshot = publish_snapshot(
+                    session,
+                    experiment_id=row.id,
+                    model=chosen.model,
+                    examples_seen=chosen.examples_seen,
+                    at=now,
+                    last_reward_id=chosen.last_reward_id,
+                    note=f"promoted {chosen.note}",
+                    evidence=evidence,
+                )
+                repositories.audit(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action="model.promoted",
+                    experiment_id=row.id,
+                    details={"version": snapshot.version, **evidence},
+                )
+                result.update(promoted=True, version=snapshot.version)
+        if not verdict.promote:
+            raise PromotionRefused(
+                "the candidate's lower bound does not beat the served model's "
+                f"({evidence['candidate']['lower']} <= {evidence['incumbent']['lower']})",
+                evidence=evidence,
+            )
+        return result
+
+    def _set_explorer(
+        self, session: Session, row: ExperimentRow, explorer: Explorer, actor: str, now: datetime
+    ) -> None:
+        """A new configuration version that differs from the current one by its explorer."""
+        assert row.id is not None
+        config = msgspec.structs.replace(self.platform.compiled(row).config, explorer=explorer)
+        validate_config(config)
+        stored = config_to_builtins(config)
+        row.version += 1
+        row.config = stored
+        row.updated_at = now
+        session.add(row)
+        session.add(
+            ExperimentVersionRow(
+                experiment_id=row.id,
+                version=row.version,
+                config=stored,
+                created_at=now,
+                created_by=actor,
+            )
+        )
+        repositories.audit(
+            session,
+            at=now,
+            actor=actor,
+            action="experiment.update",
+            experiment_id=row.id,
+            details={"version": row.version, "changed": ["explorer"], "by": "model promotion"},
+        )
 
     def warm_start(self, key: str, actor: str) -> dict[str, Any]:
         """Train a new model from every logged learnable decision and serve it (audited)."""

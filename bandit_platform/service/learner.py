@@ -29,6 +29,7 @@ from bandit_platform.domain.config import NO_OFFER, CompiledExperiment
 from bandit_platform.domain.decisions import DecisionReason, ExperimentStatus
 from bandit_platform.features.context import Namespaces, arm_namespaces, context_namespaces
 from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
+from bandit_platform.service.guardrails import GUARDRAIL_CHECK_EVERY, check_guardrails
 from bandit_platform.service.models import publish_snapshot
 from bandit_platform.service.platform import Platform
 from bandit_platform.service.rewards import Watermarks, close_rewards
@@ -79,6 +80,8 @@ class LearnerReport:
     rewards_closed: int
     examples_learned: dict[str, int]
     snapshots_published: dict[str, int]
+    #: Experiment key -> the guardrail metric that tripped in this pass.
+    guardrails_tripped: dict[str, str] = field(default_factory=dict)
 
 
 def logged_example(
@@ -221,6 +224,8 @@ class Learner:
         self._states: dict[int, _State] = {}
         #: Where the reward join's previous pass stopped, per experiment and horizon.
         self._watermarks: Watermarks = {}
+        #: When this learner last checked the guardrails (the platform's clock).
+        self._guardrails_checked: datetime | None = None
 
     def _state(self, session: Session, experiment: ExperimentRow) -> _State | None:
         assert experiment.id is not None
@@ -253,6 +258,16 @@ class Learner:
     def run_once(self) -> LearnerReport:
         """Close rewards, learn from the new ones, publish snapshots when due."""
         closed = close_rewards(self.platform, watermarks=self._watermarks)
+        # Right after the join, on the single learner; at most every GUARDRAIL_CHECK_EVERY
+        # (each check scans the decisions past their windows). A trip switches every worker.
+        tripped: dict[str, str] = {}
+        now = self.platform.clock()
+        if (
+            self._guardrails_checked is None
+            or now - self._guardrails_checked >= GUARDRAIL_CHECK_EVERY
+        ):
+            tripped = {t.experiment: t.metric for t in check_guardrails(self.platform, now)}
+            self._guardrails_checked = now
         learned: dict[str, int] = {}
         published: dict[str, int] = {}
         with self.platform.session() as session:
@@ -271,7 +286,7 @@ class Learner:
                 published[experiment.key] = version
                 assert experiment.id is not None
                 self.platform.forget_model_checks(experiment.id)
-        return LearnerReport(closed, learned, published)
+        return LearnerReport(closed, learned, published, tripped)
 
     def _maybe_go_online(
         self, experiment: ExperimentRow, compiled: CompiledExperiment, state: _State

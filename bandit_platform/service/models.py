@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -22,11 +23,13 @@ def publish_snapshot(
     last_reward_id: int = 0,
     note: str = "",
     match_rate: float | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> ModelSnapshotRow:
     """Store the model as the experiment's next version (in the caller's transaction).
 
     `last_reward_id` is the learner's cursor: the model has learned every learnable reward up
-    to it, so a learner that loads this snapshot continues after it.
+    to it, so a learner that loads this snapshot continues after it. `evidence` is why the
+    version was published (e.g. the promotion gate's off-policy estimates), stored with it.
     """
     data = model.serialize()
     version = (repositories.latest_snapshot_version(session, experiment_id) or 0) + 1
@@ -42,6 +45,7 @@ def publish_snapshot(
         last_reward_id=last_reward_id,
         note=note[:200],
         match_rate=match_rate,
+        evidence=evidence,
     )
     session.add(row)
     session.flush()
@@ -55,8 +59,11 @@ def copy_snapshot(
     at: datetime,
     last_reward_id: int,
     note: str,
+    evidence: dict[str, Any] | None = None,
 ) -> ModelSnapshotRow:
-    """Publish the bytes of an earlier snapshot as the newest version (a rollback)."""
+    """Publish the bytes of an earlier snapshot as the newest version (a rollback), with
+    `evidence` of why (None keeps none: the source's evidence was about its own publication).
+    """
     version = (repositories.latest_snapshot_version(session, source.experiment_id) or 0) + 1
     row = ModelSnapshotRow(
         experiment_id=source.experiment_id,
@@ -70,6 +77,7 @@ def copy_snapshot(
         last_reward_id=last_reward_id,
         note=note[:200],
         match_rate=source.match_rate,
+        evidence=evidence,
     )
     session.add(row)
     session.flush()

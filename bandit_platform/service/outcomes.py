@@ -108,14 +108,16 @@ class OutcomeService:
                         repositories.experiment_version(session, decision.experiment_id),
                     )
                     reward = compiled.config.reward
-                    if (
-                        request.event not in reward.accepted_events()
-                        and request.event not in ALWAYS_ACCEPTED_EVENTS
-                    ):
+                    # Guardrail metrics (complaints, opt-outs...) are accepted without a reward
+                    # weight: the guardrail check counts them, the learner ignores them.
+                    accepted = (
+                        reward.accepted_events()
+                        | ALWAYS_ACCEPTED_EVENTS
+                        | {g.metric for g in compiled.config.guardrails}
+                    )
+                    if request.event not in accepted:
                         raise InvalidInput(
-                            f"unknown event; expected one of "
-                            f"{sorted(reward.accepted_events() | ALWAYS_ACCEPTED_EVENTS)}",
-                            field="event",
+                            f"unknown event; expected one of {sorted(accepted)}", field="event"
                         )
                     if request.occurred_at < decision.created_at - skew:
                         raise InvalidInput("is before the decision was made", field="occurred_at")

@@ -39,6 +39,9 @@ class ExperimentHead:
     status: str
     salt: str
     apprentice_state: str | None
+    #: The guardrail trip (None while every guardrail holds), read with the head so that every
+    #: worker switches to the baseline at its next decision without another query.
+    guardrail_trip: dict[str, Any] | None
 
 
 # The decision path's statements are built once: each decision only binds its parameters.
@@ -49,6 +52,7 @@ _HEAD_BY_KEY = sa.select(
     _EXPERIMENTS.c.status,
     _EXPERIMENTS.c.salt,
     _EXPERIMENTS.c.apprentice_state,
+    _EXPERIMENTS.c.guardrail_trip,
 ).where(_EXPERIMENTS.c.key == sa.bindparam("key"))
 _OFFERS_SHOWN = sa.select(_DECISIONS.c.chosen_offer, _DECISIONS.c.created_at).where(
     _DECISIONS.c.experiment_id == sa.bindparam("experiment_id"),

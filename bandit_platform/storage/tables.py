@@ -71,7 +71,7 @@ class ExperimentRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_time())
     apprentice_state: str | None = Field(default=None, max_length=16)
     guardrail_trip: dict[str, Any] | None = Field(
-        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+        default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=True)
     )
 
 
@@ -188,7 +188,7 @@ class ModelSnapshotRow(SQLModel, table=True):
     note: str = Field(default="", max_length=200)
     match_rate: float | None = None
     evidence: dict[str, Any] | None = Field(
-        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+        default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=True)
     )
 
 
