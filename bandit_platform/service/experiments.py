@@ -61,6 +61,26 @@ def _view(row: ExperimentRow) -> ExperimentView:
     )
 
 
+def _append_version(
+    session: Session, row: ExperimentRow, stored: dict[str, Any], now: datetime, actor: str
+) -> None:
+    """Make `stored` the experiment's configuration under the next version number."""
+    assert row.id is not None
+    row.version += 1
+    row.config = stored
+    row.updated_at = now
+    session.add(row)
+    session.add(
+        ExperimentVersionRow(
+            experiment_id=row.id,
+            version=row.version,
+            config=stored,
+            created_at=now,
+            created_by=actor,
+        )
+    )
+
+
 def _changed_sections(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
@@ -204,20 +224,8 @@ class ExperimentService:
                     "add a report horizon instead",
                     field="reward.name",
                 )
-            row.version += 1
-            row.config = stored
             row.name = config.name
-            row.updated_at = now
-            session.add(row)
-            session.add(
-                ExperimentVersionRow(
-                    experiment_id=row.id,
-                    version=row.version,
-                    config=stored,
-                    created_at=now,
-                    created_by=actor,
-                )
-            )
+            _append_version(session, row, stored, now, actor)
             self._sync_offers(session, row.id, compiled)
             if row.status == ExperimentStatus.RUNNING:
                 ensure_model(self.platform, session, experiment=row, compiled=compiled, at=now)
@@ -461,20 +469,7 @@ class ExperimentService:
         assert row.id is not None
         config = msgspec.structs.replace(self.platform.compiled(row).config, explorer=explorer)
         validate_config(config)
-        stored = config_to_builtins(config)
-        row.version += 1
-        row.config = stored
-        row.updated_at = now
-        session.add(row)
-        session.add(
-            ExperimentVersionRow(
-                experiment_id=row.id,
-                version=row.version,
-                config=stored,
-                created_at=now,
-                created_by=actor,
-            )
-        )
+        _append_version(session, row, config_to_builtins(config), now, actor)
         repositories.audit(
             session,
             at=now,
