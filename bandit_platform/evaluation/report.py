@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -115,6 +115,8 @@ class LogReport:
     Attributes:
         decisions: rows in the log.
         group_counts: rows per group.
+        group_customers: distinct customers per group (empty when the log has no
+            `customer_key`): the unit of assignment, so the SRM test counts them.
         horizons: one report per reward horizon, in column order.
         srm: the sample-ratio test against the traffic shares (None without `traffic`).
         learning_horizon: the horizon of the off-policy estimates.
@@ -127,6 +129,7 @@ class LogReport:
     srm: SampleRatioMismatch | None
     learning_horizon: str
     policies: tuple[PolicyValue, ...]
+    group_customers: Mapping[str, int] = field(default_factory=dict)
 
 
 def reward_horizons(schema: Sequence[str]) -> tuple[str, ...]:
@@ -152,8 +155,11 @@ def chosen_arm() -> pl.Expr:
 
 def _group_stats(
     frame: pl.LazyFrame, horizons: Sequence[str]
-) -> tuple[dict[str, int], dict[str, dict[str, SufficientStats]]]:
+) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, SufficientStats]]]:
     aggregates: list[pl.Expr] = [pl.len().alias("rows")]
+    with_customers = "customer_key" in frame.collect_schema().names()
+    if with_customers:
+        aggregates.append(pl.col("customer_key").n_unique().alias("customers"))
     for index, horizon in enumerate(horizons):
         reward = pl.col(f"{_REWARD_PREFIX}{horizon}").cast(pl.Float64)
         aggregates += [
@@ -163,17 +169,20 @@ def _group_stats(
         ]
     rows = frame.group_by("group").agg(aggregates).collect(engine="streaming").to_dicts()
     counts: dict[str, int] = {}
+    customers: dict[str, int] = {}
     stats: dict[str, dict[str, SufficientStats]] = {h: {} for h in horizons}
     for row in sorted(rows, key=lambda r: _group_order(str(r["group"]))):
         group = str(row["group"])
         counts[group] = int(row["rows"])
+        if with_customers:
+            customers[group] = int(row["customers"])
         for index, horizon in enumerate(horizons):
             n = int(row[f"n_{index}"])
             if n > 0:
                 stats[horizon][group] = SufficientStats(
                     n, float(row[f"sum_{index}"]), float(row[f"sq_{index}"])
                 )
-    return counts, stats
+    return counts, customers, stats
 
 
 def _group_order(group: str) -> tuple[int, str]:
@@ -432,9 +441,12 @@ def evaluate_log(
     learning = horizons[0] if horizon is None else horizon
     if learning not in horizons:
         raise ValueError(f"horizon: {learning!r} is not one of {list(horizons)}")
-    counts, stats = _group_stats(frame, horizons)
+    counts, customers, stats = _group_stats(frame, horizons)
     reports = tuple(HorizonReport(h, stats[h], _comparisons(h, stats[h])) for h in horizons)
-    srm = None if traffic is None else _srm(counts, traffic)
+    # Customers, not decisions, are assigned to groups (stickily): a customer who comes back
+    # often adds many decisions to one group, so decision counts stray from the split far
+    # more than chance allows and the test would raise false alarms.
+    srm = None if traffic is None else _srm(customers or counts, traffic)
     return LogReport(
         decisions=sum(counts.values()),
         group_counts=counts,
@@ -442,6 +454,7 @@ def evaluate_log(
         srm=srm,
         learning_horizon=learning,
         policies=_policy_values(frame, learning),
+        group_customers=customers,
     )
 
 
@@ -453,13 +466,18 @@ def format_report(report: LogReport) -> str:
     """A readable text report: group counts, SRM, lifts per horizon and off-policy values."""
     lines = [f"decisions: {report.decisions}"]
     lines.append("groups:    " + "  ".join(f"{g}={n}" for g, n in report.group_counts.items()))
+    if report.group_customers:
+        lines.append(
+            "customers: " + "  ".join(f"{g}={n}" for g, n in report.group_customers.items())
+        )
     if report.srm is not None:
         srm = report.srm
         verdict = "MISMATCH (do not trust the lifts)" if srm.flagged else "ok"
         expected = ", ".join(f"{value:.1f}" for value in srm.expected_counts)
         lines.append(
             f"sample ratio: {verdict}  chi2={srm.statistic:.2f} p={srm.p_value:.4g} "
-            f"(alpha {srm.alpha:g}; expected {expected})"
+            f"(alpha {srm.alpha:g}; expected {expected} "
+            f"{'customers' if report.group_customers else 'decisions'})"
         )
     for horizon in report.horizons:
         lines += ["", f"horizon {horizon.horizon}"]

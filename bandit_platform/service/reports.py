@@ -149,9 +149,10 @@ class SrmSummary:
         p_value: its p-value.
         flagged: `p_value < alpha`: do not trust the lifts.
         alpha: the threshold.
-        groups: observed and expected counts per tested group.
+        groups: observed and expected counts of customers per tested group (the unit of
+            assignment; a customer seen under two configuration versions counts in each).
         traffic_source: `configured` (each version's split) or `given` (a caller's split).
-        versions: decisions per configuration version with that version's split.
+        versions: customers per configuration version with that version's split.
     """
 
     statistic: float
@@ -222,6 +223,7 @@ class ExperimentReport:
         until: decisions before this time are included (None: up to now).
         decisions: decisions in the window.
         group_counts: decisions per group.
+        group_customers: distinct customers per group (the unit of assignment).
         srm: the sample-ratio test (None when fewer than two groups have traffic).
         horizons: per reward horizon, the learning one first.
         off_policy: the off-policy table.
@@ -237,6 +239,7 @@ class ExperimentReport:
     until: datetime | None
     decisions: int
     group_counts: Mapping[str, int]
+    group_customers: Mapping[str, int]
     srm: SrmSummary | None
     horizons: tuple[HorizonSummary, ...]
     off_policy: OffPolicyTable
@@ -539,23 +542,41 @@ def experiment_report(
         scope = _scope(platform, session, key, since, until)
         ope_horizon = _horizon(scope, horizon)
         by_version: dict[int, dict[str, int]] = {}
-        for version, group, count in session.execute(
-            sa.select(_DECISIONS.c.experiment_version, _DECISIONS.c.group, sa.func.count())
+        customers_by_version: dict[int, dict[str, int]] = {}
+        for version, group, count, distinct in session.execute(
+            sa.select(
+                _DECISIONS.c.experiment_version,
+                _DECISIONS.c.group,
+                sa.func.count(),
+                sa.func.count(sa.distinct(_DECISIONS.c.customer_key)),
+            )
             .where(*scope.where)
             .group_by(_DECISIONS.c.experiment_version, _DECISIONS.c.group)
         ):
             by_version.setdefault(int(version), {})[str(group)] = int(count)
+            customers_by_version.setdefault(int(version), {})[str(group)] = int(distinct)
         counts: dict[str, int] = {}
         for groups in by_version.values():
             for group, count in groups.items():
                 counts[group] = counts.get(group, 0) + count
         counts = {g: counts[g] for g in sorted(counts, key=_group_order)}
+        customers = {
+            str(group): int(n)
+            for group, n in session.execute(
+                sa.select(_DECISIONS.c.group, sa.func.count(sa.distinct(_DECISIONS.c.customer_key)))
+                .where(*scope.where)
+                .group_by(_DECISIONS.c.group)
+            )
+        }
+        customers = {g: customers[g] for g in sorted(customers, key=_group_order)}
         stats: dict[str, dict[str, SufficientStats]] = {h: {} for h in scope.horizons}
         positives: dict[tuple[str, str], int] = {}
         for h, group, n, total, squares, positive in _reward_stats(session, scope, scope.horizons):
             stats[str(h)][str(group)] = _stats(n, total, squares)
             positives[(str(h), str(group))] = int(positive)
-        srm, srm_test, srm_warnings = _srm(session, scope, by_version, traffic)
+        # Customers are the unit of assignment (stickily, per configuration version): counting
+        # decisions would weigh frequent visitors and raise false alarms.
+        srm, srm_test, srm_warnings = _srm(session, scope, customers_by_version, traffic)
         policies, ope_rows = _off_policy(session, scope, ope_horizon)
         guardrails = _guardrails(scope)
     horizons = []
@@ -614,6 +635,7 @@ def experiment_report(
         until=until,
         decisions=sum(counts.values()),
         group_counts=counts,
+        group_customers=customers,
         srm=srm,
         horizons=summaries,
         off_policy=OffPolicyTable(ope_horizon, ope_rows, estimates),
@@ -679,7 +701,7 @@ def _srm(
         ),
         traffic_source=source,
         versions=tuple(
-            {"version": v, "decisions": counts_by_version[v], "traffic": splits[v]}
+            {"version": v, "customers": counts_by_version[v], "traffic": splits[v]}
             for v in sorted(counts_by_version)
         ),
     )
@@ -796,6 +818,7 @@ def as_log_report(report: ExperimentReport) -> log_report.LogReport:
         srm=report.srm_test,
         learning_horizon=report.off_policy.horizon,
         policies=report.policies,
+        group_customers=report.group_customers,
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from bandit_platform.cli import main
 from bandit_platform.domain.config import TrafficSplit
 from bandit_platform.evaluation import ope
-from bandit_platform.evaluation.lift import SufficientStats, absolute_lift
+from bandit_platform.evaluation.lift import SufficientStats, absolute_lift, sample_ratio_mismatch
 from bandit_platform.evaluation.ope import Estimate
 from bandit_platform.evaluation.report import (
     INCOMPLETE_PROBABILITIES,
@@ -121,12 +121,34 @@ def test_srm_flags_a_group_missing_30_percent(report: LogReport, log: pl.DataFra
     assert report.srm is not None
     assert not report.srm.flagged
     bandit = log.filter(pl.col("group") == "bandit")
-    kept = bandit.head(int(bandit.height * 0.7))
+    customers = bandit["customer_key"].unique().sort()
+    lost = customers.head(int(customers.len() * 0.3))
+    kept = bandit.filter(~pl.col("customer_key").is_in(lost.implode()))
     damaged = pl.concat([log.filter(pl.col("group") != "bandit"), kept])
     result = evaluate_log(damaged.lazy(), traffic=SPLIT)
     assert result.srm is not None
     assert result.srm.flagged
     assert result.group_counts["bandit"] == kept.height
+    assert result.group_customers["bandit"] == customers.len() - lost.len()
+
+
+def test_srm_counts_customers_not_decisions(report: LogReport, log: pl.DataFrame) -> None:
+    # Customers are assigned, stickily; frequent visitors in one group are not a mismatch.
+    assert report.srm is not None
+    for group, customers in report.group_customers.items():
+        assert customers == log.filter(pl.col("group") == group)["customer_key"].n_unique()
+    bandit = log.filter(pl.col("group") == "bandit")
+    frequent = pl.concat([log, *([bandit] * 3)])  # every bandit customer came back 3 times more
+    result = evaluate_log(frequent.lazy(), traffic=SPLIT)
+    assert result.group_counts["bandit"] == 4 * bandit.height
+    assert result.group_customers == report.group_customers
+    assert result.srm is not None
+    assert result.srm.p_value == pytest.approx(report.srm.p_value)
+    assert not result.srm.flagged
+    by_decisions = sample_ratio_mismatch(
+        [result.group_counts[g] for g in SPLIT], [SPLIT[g] for g in SPLIT]
+    )
+    assert by_decisions.flagged  # what counting decisions would have said
 
 
 def test_no_traffic_no_srm_and_unknown_horizon_rejected(log_path: Path) -> None:

@@ -218,7 +218,7 @@ def test_srm_follows_the_split_of_each_version(demo: Demo, clock: FakeClock) -> 
     assert result.srm is not None
     versions = {v["version"]: v for v in result.srm.versions}
     assert set(versions) == {1, 2}
-    n1, n2 = versions[1]["decisions"], versions[2]["decisions"]
+    n1, n2 = versions[1]["customers"], versions[2]["customers"]
     shares = {g.group: g.expected_share for g in result.srm.groups}
     assert shares["holdout"] == pytest.approx((0.1 * n1 + 0.5 * n2) / (n1 + n2))
     assert shares["ab"] == pytest.approx(0.2 * n1 / (n1 + n2))
@@ -229,6 +229,27 @@ def test_srm_follows_the_split_of_each_version(demo: Demo, clock: FakeClock) -> 
     assert given.srm.traffic_source == "given"
     assert given.srm.flagged
     assert "sample_ratio_mismatch" in given.warnings
+
+
+def test_srm_counts_customers_not_decisions(demo: Demo, clock: FakeClock) -> None:
+    platform = demo.platform
+    app = identity(demo)
+    start(platform, demo_variant(KEY, reward=REWARD, frequency_caps=[]))
+    rng = random.Random(5)
+    customers: dict[str, set[str]] = {}
+    for i in range(120):
+        first = decide(platform, app, f"c-{i}", random_context(rng), experiment=KEY)
+        customers.setdefault(first.group.value, set()).add(f"c-{i}")
+        # bandit customers come back four more times: more decisions, not more customers
+        for _ in range(4 if first.group.value == "bandit" else 0):
+            again = decide(platform, app, f"c-{i}", random_context(rng), experiment=KEY)
+            assert again.group == first.group
+    result = experiment_report(platform, KEY)
+    assert result.srm is not None
+    observed = {g.group: g.observed for g in result.srm.groups}
+    assert observed == {g: len(c) for g, c in customers.items()}
+    assert result.group_counts["bandit"] == 5 * len(customers["bandit"])
+    assert [v["customers"] for v in result.srm.versions] == [120]
 
 
 def test_time_series_add_up_to_the_report(demo: Demo, logged: list[Decision]) -> None:
