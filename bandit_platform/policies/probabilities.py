@@ -1,8 +1,10 @@
-"""Probability vectors: validation, the exploration floor, and the seeded draw.
+"""Probability vectors: validation, the exploration floor, the served vector and the seeded draw.
 
 A model can emit an invalid vector (NaN, negative, not summing to one, float32 rounding). Every
 vector is checked before it is used; a vector that is merely below the floor is mixed with the
 uniform vector, and one that is broken is replaced by the uniform vector and flagged.
+`served_probabilities` is the one place the bandit's served vector is computed from a model's
+prediction: the decision path serves it and the integrity check recomputes it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bandit_platform.domain.config import EpsilonDecay, Explorer
+
 #: Tolerance on the sum of a probability vector.
 SUM_TOLERANCE = 1e-6
+#: How many learned examples halve the exploration rate of the epsilon-decay explorer.
+EPSILON_HALF_LIFE_EXAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,44 @@ def check_probabilities(raw: Sequence[float], floor: float) -> CheckedProbabilit
     total = math.fsum(normalised)
     result = tuple(p / total for p in normalised)
     return CheckedProbabilities(result, floored=floored, replaced=False)
+
+
+def decayed_epsilon(explorer: EpsilonDecay, examples_seen: int) -> float:
+    """The epsilon-decay explorer's uniform share after `examples_seen` learned examples:
+    epsilon / (1 + examples_seen / EPSILON_HALF_LIFE_EXAMPLES)."""
+    return explorer.epsilon / (1.0 + examples_seen / EPSILON_HALF_LIFE_EXAMPLES)
+
+
+def served_probabilities(
+    raw: Sequence[float], *, explorer: Explorer, examples_seen: int, floor: float
+) -> CheckedProbabilities:
+    """The vector the bandit serves over the eligible arms, from the model's prediction.
+
+    VW's `--cb_explore_adf` explores by itself for every explorer but `EpsilonDecay`, whose
+    decay the platform applies: the prediction `p` (normalised by its sum) becomes
+    `(1 - eps) * p / sum(p) + eps / k` with `eps = decayed_epsilon(explorer, examples_seen)`.
+    The result then goes through `check_probabilities` with `floor`.
+
+    Args:
+        raw: the model's probability of each eligible arm, in the order of the arms.
+        explorer: the explorer of the configuration the vector is served under.
+        examples_seen: the examples the model learned (the snapshot's count).
+        floor: the configuration's probability floor.
+
+    Returns:
+        The checked vector; `replaced` says the prediction was broken and uniform is served.
+
+    Raises:
+        ValueError: `raw` is empty.
+    """
+    vector = list(raw)
+    if isinstance(explorer, EpsilonDecay):
+        epsilon = decayed_epsilon(explorer, examples_seen)
+        # `sum`, not `fsum`: the served vectors of the log were computed this way, and the
+        # integrity check recomputes them to the last bit.
+        total = sum(vector) or 1.0
+        vector = [(1.0 - epsilon) * p / total + epsilon / len(vector) for p in vector]
+    return check_probabilities(vector, floor)
 
 
 def decision_seed(salt: str, decision_id: str) -> int:

@@ -24,7 +24,6 @@ from bandit_platform.domain.config import (
     NO_OFFER,
     Arm,
     CompiledExperiment,
-    EpsilonDecay,
     Offer,
 )
 from bandit_platform.domain.decisions import (
@@ -42,7 +41,12 @@ from bandit_platform.features.context import (
     validate_context,
 )
 from bandit_platform.policies.assignment import assign_group
-from bandit_platform.policies.probabilities import check_probabilities, decision_seed, draw
+from bandit_platform.policies.probabilities import (
+    check_probabilities,
+    decision_seed,
+    draw,
+    served_probabilities,
+)
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
 from bandit_platform.storage.repositories import ExperimentHead
@@ -50,8 +54,6 @@ from bandit_platform.storage.tables import DecisionRow
 
 logger = logging.getLogger(__name__)
 
-#: How many learned examples halve the exploration rate of the epsilon-decay explorer.
-EPSILON_HALF_LIFE_EXAMPLES = 10_000
 #: Longest text value, and longest list, a decision's context may carry.
 MAX_CONTEXT_TEXT = 200
 MAX_CONTEXT_LIST = 50
@@ -487,13 +489,12 @@ class DecisionService:
                 )
             return _no_offer(DecisionReason.MODEL_FALLBACK, f"{why}: no offer")
         notes: list[str] = []
-        if isinstance(config.explorer, EpsilonDecay):
-            epsilon = config.explorer.epsilon / (
-                1.0 + loaded.examples_seen / EPSILON_HALF_LIFE_EXAMPLES
-            )
-            total = sum(raw) or 1.0
-            raw = [(1.0 - epsilon) * p / total + epsilon / len(raw) for p in raw]
-        checked = check_probabilities(raw, config.probability_floor)
+        checked = served_probabilities(
+            raw,
+            explorer=config.explorer,
+            examples_seen=loaded.examples_seen,
+            floor=config.probability_floor,
+        )
         if checked.replaced:
             notes.append("invalid model probabilities were replaced by uniform")
         chosen = draw(checked.probabilities, decision_seed(experiment_row.salt, decision_id))

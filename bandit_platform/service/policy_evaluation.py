@@ -6,8 +6,9 @@ Three uses of the decision log, all read-only here (publishing a promoted model 
 - **Integrity** (`check_integrity`). A logged propensity is only worth its name if it can be
   recomputed. For recent bandit decisions the snapshot they name is loaded and the probability
   vector recomputed exactly as the decision path computed it (VW's pmf over the logged arms,
-  the epsilon-decay mix, then `check_probabilities` with the floor of the decision's
-  configuration version); uniform A-B decisions are recomputed with the A-B rule itself.
+  then the decision path's own `served_probabilities`: the epsilon-decay mix and
+  `check_probabilities` with the floor of the decision's configuration version); uniform A-B
+  decisions are recomputed with the A-B rule itself.
   VW's predictions are deterministic for a given model and example, so the vectors must
   agree to the last bit; the tolerance only absorbs a float printed and parsed by a database.
 - **Off-policy values** (`policy_probabilities`, `evaluate_policies`). A target policy (a
@@ -41,7 +42,6 @@ from bandit_platform.domain.config import (
     NO_OFFER,
     Arm,
     CompiledExperiment,
-    EpsilonDecay,
     Explorer,
     Offer,
 )
@@ -49,9 +49,9 @@ from bandit_platform.domain.decisions import DecisionReason
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.evaluation.ope import Estimate, dr, ips, snips
 from bandit_platform.features.context import ValidatedContext
-from bandit_platform.policies.probabilities import check_probabilities
+from bandit_platform.policies.probabilities import served_probabilities
 from bandit_platform.policies.vw_adapter import ContextualBanditModel, model_arguments
-from bandit_platform.service.decisions import EPSILON_HALF_LIFE_EXAMPLES, DecisionService
+from bandit_platform.service.decisions import DecisionService
 from bandit_platform.service.learner import apply_example, learnable_examples, logged_example
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
@@ -226,17 +226,13 @@ def served_vector(
 ) -> list[float]:
     """The probability vector the decision path serves from a model's prediction.
 
-    The same steps as `DecisionService._bandit`: VW's pmf, for `EpsilonDecay` mixed with a
-    uniform share epsilon / (1 + examples_seen / EPSILON_HALF_LIFE_EXAMPLES), then
-    `check_probabilities` with the floor. `check_integrity` proves on the real log that the
-    two agree.
+    VW's pmf over the example's actions, then `served_probabilities` (the epsilon-decay mix and
+    `check_probabilities` with the floor), the function `DecisionService._bandit` serves with.
+    `check_integrity` proves on the real log that the two agree.
     """
     raw = model.predict(dict(example_shared), [dict(a) for a in example_actions])
-    if isinstance(explorer, EpsilonDecay):
-        epsilon = explorer.epsilon / (1.0 + examples_seen / EPSILON_HALF_LIFE_EXAMPLES)
-        total = sum(raw) or 1.0
-        raw = [(1.0 - epsilon) * p / total + epsilon / len(raw) for p in raw]
-    return list(check_probabilities(raw, floor).probabilities)
+    checked = served_probabilities(raw, explorer=explorer, examples_seen=examples_seen, floor=floor)
+    return list(checked.probabilities)
 
 
 def _eligible_offers(compiled: CompiledExperiment, arms: Sequence[str]) -> list[Offer]:

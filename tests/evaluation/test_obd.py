@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from bandit_platform.cli import main
 from bandit_platform.evaluation.obd import (
     OBD_LOG_SCHEMA,
     check_obd_values,
@@ -181,3 +182,26 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         read_obd(FIXTURE, position=0)
     with pytest.raises(FileNotFoundError):
         read_obd(tmp_path / "absent.csv")
+
+
+def test_evaluate_command_reads_an_obd_csv(
+    raw: pl.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bandit-platform evaluate --obd FILE` prints `evaluate_log` of the mapped log."""
+    assert main(["evaluate", "--obd", str(FIXTURE), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["decisions"] == raw.height
+    assert printed["group_counts"] == {"bandit": raw.height}
+    uniform = next(p for p in printed["policies"] if p["policy"] == UNIFORM)
+    assert uniform["estimates"][0]["name"] == "IPS"
+    assert uniform["estimates"][0]["value"] == pytest.approx(
+        float(raw["click"].mean()),  # type: ignore[arg-type]
+        rel=1e-12,
+    )
+
+    assert main(["evaluate", "--obd", str(FIXTURE)]) == 0
+    assert "off-policy values" in capsys.readouterr().out
+    assert main(["evaluate", "--obd", str(tmp_path / "absent.csv")]) == 2
+    assert "no such OBD log" in capsys.readouterr().err
+    assert main(["evaluate", "--obd", str(_write(raw.drop("click"), tmp_path / "o.csv"))]) == 2
+    assert "click" in capsys.readouterr().err

@@ -19,11 +19,22 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from bandit_platform.domain.config import (
+    Bagging,
+    EpsilonDecay,
+    EpsilonGreedy,
+    Explorer,
+    Softmax,
+    SquareCB,
+)
 from bandit_platform.policies.probabilities import (
+    EPSILON_HALF_LIFE_EXAMPLES,
     check_probabilities,
+    decayed_epsilon,
     decision_seed,
     draw,
     is_valid,
+    served_probabilities,
 )
 
 P_VALUE_MIN = 0.001
@@ -171,6 +182,102 @@ def test_check_examples(raw: list[float], floor: float, expected: tuple[float, .
 )
 def test_is_valid(vector: list[float], floor: float, valid: bool) -> None:
     assert is_valid(vector, floor) is valid
+
+
+# --------------------------------------------------------------------------------------------
+# served_probabilities: the bandit's served vector (decision path and integrity check)
+# --------------------------------------------------------------------------------------------
+
+#: Explorers VW applies itself: the served vector is the checked prediction.
+VW_EXPLORERS: list[Explorer] = [
+    EpsilonGreedy(epsilon=0.1),
+    Softmax(lambda_=2.0),
+    SquareCB(),
+    Bagging(bag_size=3),
+]
+
+
+@pytest.mark.parametrize("explorer", VW_EXPLORERS, ids=lambda e: e.__struct_config__.tag)
+@pytest.mark.parametrize("raw", [[0.7, 0.2, 0.1], [1.0, 0.0, 0.0], [math.nan, 1.0], [0.9]])
+def test_served_vector_of_vw_explorers_is_the_checked_prediction(
+    explorer: Explorer, raw: list[float]
+) -> None:
+    served = served_probabilities(raw, explorer=explorer, examples_seen=12_345, floor=0.01)
+    assert served == check_probabilities(raw, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("raw", "examples_seen", "expected"),
+    [
+        # eps = 0.2: (1 - eps) * p / sum(p) + eps / k
+        ([1.0, 0.0, 0.0], 0, (0.8 + 0.2 / 3, 0.2 / 3, 0.2 / 3)),
+        # half-life examples halve eps to 0.1
+        ([1.0, 0.0, 0.0], EPSILON_HALF_LIFE_EXAMPLES, (0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3)),
+        # the prediction is normalised by its sum before the mix
+        ([2.0, 2.0], 0, (0.5, 0.5)),
+        ([3.0, 1.0], 3 * EPSILON_HALF_LIFE_EXAMPLES, (0.95 * 0.75 + 0.025, 0.95 * 0.25 + 0.025)),
+    ],
+)
+def test_epsilon_decay_mixes_in_the_decayed_uniform_share(
+    raw: list[float], examples_seen: int, expected: tuple[float, ...]
+) -> None:
+    served = served_probabilities(
+        raw, explorer=EpsilonDecay(epsilon=0.2), examples_seen=examples_seen, floor=0.0
+    )
+    assert not served.replaced
+    assert not served.floored
+    assert served.probabilities == pytest.approx(expected, abs=1e-12)
+
+
+def test_decayed_epsilon_halves_at_the_half_life() -> None:
+    explorer = EpsilonDecay(epsilon=0.2)
+    assert decayed_epsilon(explorer, 0) == 0.2
+    assert decayed_epsilon(explorer, EPSILON_HALF_LIFE_EXAMPLES) == pytest.approx(0.1)
+    assert decayed_epsilon(explorer, 9 * EPSILON_HALF_LIFE_EXAMPLES) == pytest.approx(0.02)
+
+
+def test_epsilon_decay_vector_is_floored_after_the_mix() -> None:
+    """A mixed share below the floor is raised by `check_probabilities`, after the mix."""
+    raw = [1.0, 0.0, 0.0, 0.0]
+    eps = decayed_epsilon(EpsilonDecay(epsilon=0.01), 0)
+    mixed = [(1.0 - eps) * p + eps / 4 for p in raw]
+
+    served = served_probabilities(
+        raw, explorer=EpsilonDecay(epsilon=0.01), examples_seen=0, floor=0.05
+    )
+
+    assert served.floored
+    assert served == check_probabilities(mixed, 0.05)
+    assert min(served.probabilities) >= 0.05 - 1e-12
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw=raw_vectors | float32_vectors() | vectors_with_zeros(),
+    floor=floors,
+    epsilon=st.floats(min_value=0.0, max_value=1.0),
+    examples_seen=st.integers(0, 10**9),
+)
+@example(raw=[math.nan, 0.5], floor=0.01, epsilon=0.2, examples_seen=0)
+@example(raw=[0.0, 0.0], floor=0.01, epsilon=0.0, examples_seen=0)
+@example(raw=[1.7e308, 1.7e308], floor=0.01, epsilon=0.2, examples_seen=0)
+def test_served_vector_is_always_valid(
+    raw: list[float], floor: float, epsilon: float, examples_seen: int
+) -> None:
+    k = len(raw)
+    for explorer in (EpsilonDecay(epsilon=epsilon), EpsilonGreedy(epsilon=epsilon)):
+        served = served_probabilities(
+            raw, explorer=explorer, examples_seen=examples_seen, floor=floor
+        )
+        assert len(served.probabilities) == k
+        assert is_valid(served.probabilities, floor=min(floor, 1.0 / k))
+        if served.replaced:
+            assert served.probabilities == tuple(1.0 / k for _ in range(k))
+
+
+def test_served_vector_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        served_probabilities([], explorer=EpsilonDecay(), examples_seen=0, floor=0.01)
 
 
 # --------------------------------------------------------------------------------------------
