@@ -1,4 +1,5 @@
-"""`bandit-platform`: serve the API, run the demo, migrate, manage API keys and experiments."""
+"""`bandit-platform`: serve the API and UI, run the demo, migrate, manage API keys, UI users
+and experiments."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -75,20 +77,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_demo(platform: Platform) -> tuple[str, bool]:
+def setup_demo(platform: Platform, *, created_at: datetime | None = None) -> tuple[str, bool]:
     """Create and start the demo experiment if needed; return a new API key for it.
+
+    Args:
+        platform: the platform to set up.
+        created_at: when a newly created experiment (and its first model) is dated; the
+            demo dates it to the start of the simulated traffic it plays into it, so that its
+            history reads in order. Default: the platform's clock.
 
     Returns:
         The API key's secret and whether the experiment was created now.
     """
-    experiments = ExperimentService(platform)
     created = False
     try:
-        view = experiments.get(DEMO_EXPERIMENT_KEY)
+        ExperimentService(platform).get(DEMO_EXPERIMENT_KEY)
     except NotFound:
-        view = experiments.create(demo_config(), actor="demo")
+        creator = (
+            platform
+            if created_at is None
+            else Platform(platform.settings, clock=lambda: created_at)
+        )
+        try:
+            experiments = ExperimentService(creator)
+            experiments.create(demo_config(), actor="demo")
+            experiments.change_status(DEMO_EXPERIMENT_KEY, ExperimentStatus.RUNNING, actor="demo")
+        finally:
+            if creator is not platform:
+                creator.close()
         created = True
-    if view.status in (ExperimentStatus.DRAFT, ExperimentStatus.PAUSED):
+    experiments = ExperimentService(platform)
+    if experiments.get(DEMO_EXPERIMENT_KEY).status in (
+        ExperimentStatus.DRAFT,
+        ExperimentStatus.PAUSED,
+    ):
         experiments.change_status(DEMO_EXPERIMENT_KEY, ExperimentStatus.RUNNING, actor="demo")
     key = ApiKeyService(platform).create("demo", scopes=set(Scope))
     return key.secret, created
@@ -98,8 +120,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings()
     upgrade(settings.database_url)
     platform = Platform(settings)
+    created_at = None
+    if not args.no_traffic:
+        from simulators.traffic import traffic_start
+
+        created_at = traffic_start(demo_config(), args.traffic_days, datetime.now(UTC))
     try:
-        secret, created = setup_demo(platform)
+        secret, created = setup_demo(platform, created_at=created_at)
     finally:
         platform.close()
     what = "created and started" if created else "is running"
@@ -165,6 +192,62 @@ def cmd_apikey_revoke(args: argparse.Namespace) -> int:
     finally:
         platform.close()
     print(f"API key {args.prefix} revoked")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new user's password from stdin (`--password-stdin`) or a prompt; never argv."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise ValueError("no terminal to prompt on: pipe the password with --password-stdin")
+    import getpass
+
+    password = getpass.getpass("password: ")
+    if getpass.getpass("repeat it: ") != password:
+        raise ValueError("the two passwords differ")
+    return password
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from bandit_platform.domain.users import Role
+    from bandit_platform.service.users import UserService
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    password = _read_password(args)
+    platform = Platform(settings)
+    try:
+        user = UserService(platform).create(args.username, password, Role(args.role), actor="cli")
+    finally:
+        platform.close()
+    print(f"user {user.username!r} created with role {user.role.value}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from bandit_platform.service.users import UserService
+
+    platform = Platform(_settings())
+    try:
+        UserService(platform).disable(args.username, actor="cli")
+    finally:
+        platform.close()
+    print(f"user {args.username!r} disabled; their sessions have ended")
+    return 0
+
+
+def cmd_user_list(_: argparse.Namespace) -> int:
+    from bandit_platform.service.users import UserService
+
+    platform = Platform(_settings())
+    try:
+        users = UserService(platform).all()
+    finally:
+        platform.close()
+    for user in users:
+        state = "disabled" if user.disabled_at else "active"
+        print(f"{user.username}\t{user.role.value}\t{state}")
     return 0
 
 
@@ -251,7 +334,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.audit_groups is not None:
             raise ValueError("--audit-groups needs --experiment (the database)")
         try:
-            report = evaluate_log(Path(args.log), traffic=args.traffic, horizon=args.horizon)
+            if args.obd is not None:
+                from bandit_platform.evaluation.obd import obd_frame, read_obd
+
+                log = obd_frame(read_obd(args.obd))
+                report = evaluate_log(log, traffic=args.traffic, horizon=args.horizon)
+            else:
+                report = evaluate_log(Path(args.log), traffic=args.traffic, horizon=args.horizon)
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -286,8 +375,6 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def _aware_time(text: str) -> object:
-    from datetime import datetime
-
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError("needs a timezone, e.g. 2026-11-02T09:00:00+00:00")
@@ -504,6 +591,29 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--prefix", required=True, help="the part after bpk_, before the next _")
     revoke.set_defaults(handler=cmd_apikey_revoke)
 
+    user = commands.add_parser("user", help="manage people who sign in to the web UI")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_create = user_commands.add_parser(
+        "create", help="create a user; the password is prompted for (or read from stdin)"
+    )
+    user_create.add_argument("username")
+    user_create.add_argument(
+        "--role", choices=["viewer", "editor", "approver", "admin"], default="viewer"
+    )
+    user_create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of prompting",
+    )
+    user_create.set_defaults(handler=cmd_user_create)
+    user_disable = user_commands.add_parser(
+        "disable", help="disable a user (their sessions end at once)"
+    )
+    user_disable.add_argument("username")
+    user_disable.set_defaults(handler=cmd_user_disable)
+    user_list = user_commands.add_parser("list", help="list users, roles and whether active")
+    user_list.set_defaults(handler=cmd_user_list)
+
     experiment = commands.add_parser("experiment", help="manage experiments from files")
     experiment_commands = experiment.add_subparsers(dest="experiment_command", required=True)
     apply = experiment_commands.add_parser("apply", help="create or update from a JSON file")
@@ -530,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--log", help="the Parquet file of `export`")
     source.add_argument("--experiment", help="an experiment key: read the database instead")
+    source.add_argument(
+        "--obd", metavar="FILE", help="an Open Bandit Dataset CSV (e.g. random/all/all.csv)"
+    )
     evaluate.add_argument(
         "--audit-groups",
         metavar="FILE",

@@ -38,6 +38,10 @@ class Settings:
             clock and run learner passes (see `service.simulation`).
         simulation_start: where the simulation clock starts (timezone-aware); None for the
             wall time until the first time a simulator sets the clock.
+        ui_session_hours: a web UI session ends this long after sign-in, whatever happens.
+        ui_idle_minutes: a web UI session ends after this long without a request.
+        ui_secure_cookies: mark the UI's cookies `Secure` (sent over HTTPS only); on in
+            production behind TLS, off for plain-HTTP local use.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -51,12 +55,17 @@ class Settings:
     durable: bool = True
     simulation_seed: int | None = None
     simulation_start: datetime | None = None
+    ui_session_hours: float = 8.0
+    ui_idle_minutes: float = 30.0
+    ui_secure_cookies: bool = False
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
             raise ValueError("the pseudonym key must have at least 16 bytes")
         if self.simulation_seed is not None and self.run_learner:
             raise ValueError("simulation mode drives the learner itself: set BANDIT_LEARNER=off")
+        if not (self.ui_session_hours > 0 and self.ui_idle_minutes > 0):
+            raise ValueError("UI session lifetime and idle timeout must be positive")
         if self.simulation_start is not None and self.simulation_start.utcoffset() is None:
             raise ValueError("BANDIT_SIMULATION_START must carry a timezone (e.g. Z)")
 
@@ -66,10 +75,11 @@ class Settings:
 
         `DATABASE_URL`, `BANDIT_PSEUDONYM_KEY`, `BANDIT_LEARNER` (`on` or `off`),
         `BANDIT_LEARNER_INTERVAL_SECONDS`, `BANDIT_MODEL_REFRESH_SECONDS` (seconds, or `none`
-        for only when this worker's own learner published); for simulation mode only (never
-        in production) `BANDIT_SIMULATION_SEED` (an integer; the learner then defaults to off
-        and the model refresh to `none`) and `BANDIT_SIMULATION_START` (ISO 8601 with
-        timezone).
+        for only when this worker's own learner published), `BANDIT_UI_SESSION_HOURS`,
+        `BANDIT_UI_IDLE_MINUTES`, `BANDIT_UI_SECURE_COOKIES` (`on` or `off`); for simulation
+        mode only (never in production) `BANDIT_SIMULATION_SEED` (an integer; the learner then
+        defaults to off and the model refresh to `none`) and `BANDIT_SIMULATION_START` (ISO
+        8601 with timezone).
 
         Without `BANDIT_PSEUDONYM_KEY`, a SQLite database keeps a random key in a file beside
         it (mode 0600), created on first use; PostgreSQL requires the variable.
@@ -90,6 +100,9 @@ class Settings:
             run_learner=env.get("BANDIT_LEARNER", "on" if seed is None else "off") != "off",
             learner_interval_seconds=float(env.get("BANDIT_LEARNER_INTERVAL_SECONDS", "1.0")),
             model_refresh_seconds=None if refresh.lower() == "none" else float(refresh),
+            ui_session_hours=float(env.get("BANDIT_UI_SESSION_HOURS", "8")),
+            ui_idle_minutes=float(env.get("BANDIT_UI_IDLE_MINUTES", "30")),
+            ui_secure_cookies=env.get("BANDIT_UI_SECURE_COOKIES", "off") == "on",
         )
 
 

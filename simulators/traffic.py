@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bandit_platform.domain.access import Scope
-from bandit_platform.domain.config import config_from_builtins
+from bandit_platform.domain.config import ExperimentConfig, config_from_builtins
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionService
 from bandit_platform.service.experiments import ExperimentService
@@ -34,6 +34,17 @@ class TrafficSummary:
     outcomes: int
     first_decision_at: datetime
     last_event_at: datetime
+
+
+def traffic_start(experiment: ExperimentConfig, days: int, end: datetime) -> datetime:
+    """Midnight (UTC) of the first simulated day: `days` days of visits end one learning
+    reward window (plus an hour) before `end`, so that their rewards have closed by then."""
+    horizon = experiment.reward.learning_horizon()
+    closing = timedelta(
+        hours=max(horizon.attribution_window_hours, horizon.reward_wait_hours or 0.0) + 1.0
+    )
+    start = end - closing - timedelta(days=days)
+    return start.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def play_traffic(
@@ -60,12 +71,7 @@ def play_traffic(
     platform = Platform(settings, clock=clock)
     try:
         experiment = config_from_builtins(ExperimentService(platform).get(experiment_key).config)
-        horizon = experiment.reward.learning_horizon()
-        closing = timedelta(
-            hours=max(horizon.attribution_window_hours, horizon.reward_wait_hours or 0.0) + 1.0
-        )
-        start = end - closing - timedelta(days=days)
-        clock.start = clock.now = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        clock.start = clock.now = traffic_start(experiment, days, end)
         key = ApiKeyService(platform).create("demo-traffic", {Scope.DECIDE, Scope.OUTCOME})
         port = InProcessPort(platform, clock, key.identity, DecisionService(platform))
         config = SimulationConfig(name="demo-traffic", seed=seed, customers=customers, days=days)

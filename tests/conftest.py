@@ -32,10 +32,14 @@ from bandit_platform.storage.tables import SQLModel
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("TEST_DATABASE_URL")
 REQUIRE_POSTGRES = os.environ.get("BANDIT_REQUIRE_POSTGRES") == "1"
+#: CI: fail the run when the browser test was skipped (e.g. no Chromium could be installed).
+REQUIRE_BROWSER = os.environ.get("BANDIT_REQUIRE_BROWSER") == "1"
 PSEUDONYM_KEY = b"test-pseudonym-key-0123456789abcdef"
 
 _postgres_ran: list[str] = []
 _postgres_skipped: list[str] = []
+_browser_ran: list[str] = []
+_browser_skipped: list[str] = []
 
 
 class FakeClock:
@@ -177,6 +181,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "browser" in report.keywords:
+        if report.when == "call" and report.passed:
+            _browser_ran.append(report.nodeid)
+        elif report.skipped:
+            _browser_skipped.append(report.nodeid)
     if "postgres" not in report.keywords:
         return
     if report.when == "call" and report.passed:
@@ -186,7 +195,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not REQUIRE_POSTGRES or hasattr(session.config, "workerinput"):
+    if hasattr(session.config, "workerinput"):
+        return
+    if REQUIRE_BROWSER and _browser_skipped:
+        print(f"\n{len(_browser_skipped)} browser tests were skipped", file=sys.stderr)
+        session.exitstatus = 1
+    elif REQUIRE_BROWSER and not _browser_ran and exitstatus == 0:
+        selected = session.config.getoption("-m") or session.config.getoption("-k")
+        if not selected and session.testscollected > 0:
+            print("\nno browser test ran", file=sys.stderr)
+            session.exitstatus = 1
+    if not REQUIRE_POSTGRES:
         return
     if PG_ADMIN_URL is None:
         print("\nBANDIT_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the Litestar application of the JSON API."""
+"""`create_app(settings)`: the Litestar application of the JSON API and the web UI."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from bandit_platform.api.errors import EXCEPTION_HANDLERS
 from bandit_platform.api.guardrails import GuardrailController
 from bandit_platform.api.reports import ReportController
 from bandit_platform.api.simulation import SimulationController
+from bandit_platform.api.ui import template_config, ui_route_handlers
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionService
 from bandit_platform.service.experiments import ExperimentService
@@ -32,6 +33,7 @@ from bandit_platform.service.learner import LearnerRunner
 from bandit_platform.service.outcomes import OutcomeService
 from bandit_platform.service.platform import Platform
 from bandit_platform.service.simulation import SimulationControl, simulation_platform
+from bandit_platform.service.users import UserService
 from bandit_platform.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             "experiments": ExperimentService(platform),
             "learner": runner,
             "simulation": simulation,
+            "users": UserService(platform),
         }
     )
     return Litestar(
@@ -88,8 +91,10 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             explorers,
             live,
             ready,
+            *ui_route_handlers(),
             *extra,
         ],
+        template_config=template_config(),
         state=state,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

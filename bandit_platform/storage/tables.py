@@ -247,3 +247,30 @@ class CounterRow(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=120)
     value: int = Field(default=0, sa_column=_big(nullable=False))
+
+
+class UserRow(SQLModel, table=True):
+    """A person who signs in to the web UI: a scrypt password hash, never the password."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=_time())
+    disabled_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class UiSessionRow(SQLModel, table=True):
+    """A web UI session: only the SHA-256 of its token is stored."""
+
+    __tablename__ = "ui_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_time())
+    last_seen_at: datetime = Field(sa_column=_time())
+    expires_at: datetime = Field(sa_column=_time())
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
