@@ -42,20 +42,43 @@ def _check_group(name: str, n: int) -> None:
 
 @dataclass(frozen=True)
 class SufficientStats:
-    """Count, sum and sum of squares of a metric over the units of one group.
+    """Count, sum and sum of squares of a metric over the units of one group, and optionally
+    the same by cluster (customer).
 
     What SQL aggregates as `COUNT(y), SUM(y), SUM(y * y)`; two disjoint groups combine by
     adding fields.
+
+    Decisions of one customer are correlated (the same person's needs drive every visit), and
+    customers, not decisions, are assigned to groups. With the cluster fields, the variance of
+    the mean is the cluster-robust (sandwich) one, with `s_c` and `n_c` the sum and count of
+    cluster `c` and `m` the mean:
+
+        Var(mean) = G / (G - 1) * sum_c (s_c - n_c m)^2 / n^2
+                  = G / (G - 1) * (S2 - 2 m X + m^2 N2) / n^2,
+
+    `S2 = sum_c s_c^2`, `X = sum_c n_c s_c`, `N2 = sum_c n_c^2`: again sums that SQL aggregates
+    (over a per-customer subquery). With one unit per cluster it equals `s^2 / n`.
+
+    Reference: Liang & Zeger (1986), Biometrika 73; Cameron & Miller (2015), "A practitioner's
+    guide to cluster-robust inference", J. Human Resources 50.
 
     Attributes:
         n: number of units.
         total: sum of the metric.
         total_squares: sum of the squared metric.
+        clusters: number of clusters G (None: units are independent).
+        cluster_total_squares: `S2`, sum over clusters of the squared cluster sum.
+        cluster_cross: `X`, sum over clusters of cluster size times cluster sum.
+        cluster_size_squares: `N2`, sum over clusters of the squared cluster size.
     """
 
     n: int
     total: float
     total_squares: float
+    clusters: int | None = None
+    cluster_total_squares: float = 0.0
+    cluster_cross: float = 0.0
+    cluster_size_squares: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n < 0:
@@ -64,19 +87,51 @@ class SufficientStats:
             raise ValueError("total and total_squares must be finite")
         if self.total_squares < 0.0:
             raise ValueError(f"total_squares must be >= 0, got {self.total_squares}")
+        if self.clusters is not None:
+            if not 0 <= self.clusters <= self.n:
+                raise ValueError(f"clusters must be in [0, n], got {self.clusters}")
+            sums = (self.cluster_total_squares, self.cluster_cross, self.cluster_size_squares)
+            if not all(math.isfinite(v) for v in sums) or self.cluster_size_squares < 0.0:
+                raise ValueError("cluster sums must be finite, cluster_size_squares >= 0")
 
     @classmethod
-    def from_values(cls, values: npt.ArrayLike) -> SufficientStats:
-        """Aggregate a one-dimensional array of unit-level values."""
+    def from_values(
+        cls, values: npt.ArrayLike, clusters: npt.ArrayLike | None = None
+    ) -> SufficientStats:
+        """Aggregate a one-dimensional array of unit-level values (and their cluster ids)."""
         array = np.asarray(values, dtype=np.float64)
         if array.ndim != 1:
             raise ValueError(f"values must be one-dimensional, got shape {array.shape}")
-        return cls(int(array.size), float(array.sum()), float(np.square(array).sum()))
+        if clusters is None:
+            return cls(int(array.size), float(array.sum()), float(np.square(array).sum()))
+        ids = np.asarray(clusters)
+        if ids.shape != array.shape:
+            raise ValueError("clusters: one cluster id per value is needed")
+        _, index = np.unique(ids, return_inverse=True)
+        sums = np.bincount(index, weights=array)
+        sizes = np.bincount(index).astype(np.float64)
+        return cls(
+            int(array.size),
+            float(array.sum()),
+            float(np.square(array).sum()),
+            int(sums.size),
+            float(np.square(sums).sum()),
+            float((sizes * sums).sum()),
+            float(np.square(sizes).sum()),
+        )
 
     def combine(self, other: SufficientStats) -> SufficientStats:
-        """The statistics of the union of two disjoint groups (fields add)."""
+        """The statistics of the union of two disjoint groups (fields add; clusters must be
+        disjoint too, as customers of different groups are)."""
+        clustered = self.clusters is not None and other.clusters is not None
         return SufficientStats(
-            self.n + other.n, self.total + other.total, self.total_squares + other.total_squares
+            self.n + other.n,
+            self.total + other.total,
+            self.total_squares + other.total_squares,
+            (self.clusters or 0) + (other.clusters or 0) if clustered else None,
+            self.cluster_total_squares + other.cluster_total_squares if clustered else 0.0,
+            self.cluster_cross + other.cluster_cross if clustered else 0.0,
+            self.cluster_size_squares + other.cluster_size_squares if clustered else 0.0,
         )
 
     @property
@@ -90,6 +145,33 @@ class SufficientStats:
         if self.n < 2:
             return math.nan
         return max(self.total_squares - self.total * self.total / self.n, 0.0) / (self.n - 1)
+
+    @property
+    def variance_of_mean(self) -> float:
+        """Variance of the mean: cluster-robust with clusters, else `variance / n` (NaN when
+        fewer than 2 units or clusters)."""
+        if self.clusters is None:
+            return self.variance / self.n if self.n >= 2 else math.nan
+        g = self.clusters
+        if g < 2 or self.n < 2:
+            return math.nan
+        m = self.mean
+        spread = (
+            self.cluster_total_squares
+            - 2.0 * m * self.cluster_cross
+            + m * m * self.cluster_size_squares
+        )
+        return g / (g - 1) * max(spread, 0.0) / (self.n * self.n)
+
+    @property
+    def units(self) -> int:
+        """The independent units: clusters when there are any, else the rows."""
+        return self.n if self.clusters is None else self.clusters
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        """Units minus one, or clusters minus one with clusters."""
+        return self.units - 1
 
 
 @dataclass(frozen=True)
@@ -130,9 +212,13 @@ def _welch(
     n_c: int,
     confidence: float,
     method: str,
+    *,
+    variances_of_means: tuple[float, float] | None = None,
 ) -> Lift:
+    """Welch's interval; `variances_of_means` replaces `var / n` (e.g. cluster-robust ones),
+    with `n_t`, `n_c` then the units whose count minus one are the degrees of freedom."""
     estimate = mean_t - mean_c
-    a, b = var_t / n_t, var_c / n_c
+    a, b = variances_of_means or (var_t / n_t, var_c / n_c)
     se2 = a + b
     if se2 <= 0.0:
         return Lift(
@@ -167,12 +253,30 @@ def absolute_lift(
     `d +- t_{df, (1+confidence)/2} * se`, p-value `2 * P(T_df > |d / se|)`.
     Same numbers as `scipy.stats.ttest_ind(treatment, control, equal_var=False)`.
 
+    When both groups carry clusters (customers), `s^2 / n` becomes each mean's cluster-robust
+    variance (see `SufficientStats`) and `n - 1` the clusters minus one (method
+    `welch_clustered`): decisions of one customer are not independent.
+
     References: Welch (1947), "The generalization of Student's problem when several different
     population variances are involved", Biometrika 34; Satterthwaite (1946), Biometrics 2.
     """
     _check_confidence(confidence)
     _check_group("treatment", treatment.n)
     _check_group("control", control.n)
+    if treatment.clusters is not None and control.clusters is not None:
+        _check_group("treatment clusters", treatment.clusters)
+        _check_group("control clusters", control.clusters)
+        return _welch(
+            treatment.mean,
+            treatment.variance,
+            treatment.clusters,
+            control.mean,
+            control.variance,
+            control.clusters,
+            confidence,
+            "welch_clustered",
+            variances_of_means=(treatment.variance_of_mean, control.variance_of_mean),
+        )
     return _welch(
         treatment.mean,
         treatment.variance,
@@ -194,7 +298,8 @@ def relative_lift(
     `Var(r) ~= s_t^2 / (n_t ybar_c^2) + ybar_t^2 s_c^2 / (n_c ybar_c^4)`; interval
     `r +- z_{(1+confidence)/2} * sqrt(Var(r))`, p-value from the same normal statistic
     (`df = inf`). A warning is attached when the control mean is within two of its standard
-    errors of zero (the approximation is then poor).
+    errors of zero (the approximation is then poor). With clusters on both groups, the
+    variances of the means are the cluster-robust ones (method `delta_clustered`).
 
     References: Kohavi, Tang, Xu (2020), "Trustworthy Online Controlled Experiments", ch. 18;
     Deng, Knoblich, Lu (2018), "Applying the Delta Method in Metric Analytics", KDD.
@@ -209,7 +314,15 @@ def relative_lift(
     if mean_c == 0.0:
         raise ValueError("control: the mean is 0, so a relative lift is undefined")
     estimate = mean_t / mean_c - 1.0
-    var_t, var_c = treatment.variance / treatment.n, control.variance / control.n
+    # the cluster-robust variances of the means when both groups carry clusters
+    clustered = treatment.clusters is not None and control.clusters is not None
+    method = "delta_clustered" if clustered else "delta"
+    if clustered:
+        _check_group("treatment clusters", treatment.clusters or 0)
+        _check_group("control clusters", control.clusters or 0)
+        var_t, var_c = treatment.variance_of_mean, control.variance_of_mean
+    else:
+        var_t, var_c = treatment.variance / treatment.n, control.variance / control.n
     se2 = var_t / mean_c**2 + mean_t**2 * var_c / mean_c**4
     warnings = (NEAR_ZERO_CONTROL,) if abs(mean_c) < 2.0 * math.sqrt(var_c) else ()
     if se2 <= 0.0:
@@ -219,7 +332,7 @@ def relative_lift(
             estimate,
             math.nan,
             math.inf,
-            "delta",
+            method,
             0.0,
             math.nan,
             confidence,
@@ -235,7 +348,7 @@ def relative_lift(
         estimate + half,
         p_value,
         math.inf,
-        "delta",
+        method,
         se,
         statistic,
         confidence,
@@ -427,7 +540,7 @@ def sequential_absolute_lift(
     if not (math.isfinite(mixing_variance) and mixing_variance > 0.0):
         raise ValueError(f"mixing_variance must be positive and finite, got {mixing_variance}")
     estimate = treatment.mean - control.mean
-    v = treatment.variance / treatment.n + control.variance / control.n
+    v = treatment.variance_of_mean + control.variance_of_mean
     if v <= 0.0:
         return Lift(
             estimate,
@@ -474,7 +587,7 @@ def probability_to_beat(treatment: SufficientStats, control: SufficientStats) ->
     _check_group("treatment", treatment.n)
     _check_group("control", control.n)
     difference = treatment.mean - control.mean
-    se2 = treatment.variance / treatment.n + control.variance / control.n
+    se2 = treatment.variance_of_mean + control.variance_of_mean
     if se2 <= 0.0:
         return 0.5 if difference == 0.0 else float(difference > 0.0)
     return float(stats.norm.cdf(difference / math.sqrt(se2)))

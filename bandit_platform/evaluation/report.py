@@ -156,18 +156,36 @@ def chosen_arm() -> pl.Expr:
 def _group_stats(
     frame: pl.LazyFrame, horizons: Sequence[str]
 ) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, SufficientStats]]]:
-    aggregates: list[pl.Expr] = [pl.len().alias("rows")]
+    """Rows, customers and reward statistics per group; with `customer_key`, the statistics
+    carry per-customer (cluster) sums too, so that lifts use cluster-robust variances."""
     with_customers = "customer_key" in frame.collect_schema().names()
-    if with_customers:
-        aggregates.append(pl.col("customer_key").n_unique().alias("customers"))
+    per_row: list[pl.Expr] = [pl.len().alias("rows")]
     for index, horizon in enumerate(horizons):
         reward = pl.col(f"{_REWARD_PREFIX}{horizon}").cast(pl.Float64)
-        aggregates += [
+        per_row += [
             reward.count().alias(f"n_{index}"),
             reward.sum().alias(f"sum_{index}"),
             (reward * reward).sum().alias(f"sq_{index}"),
         ]
-    rows = frame.group_by("group").agg(aggregates).collect(engine="streaming").to_dicts()
+    if with_customers:
+        # two levels: per (group, customer), then per group
+        by_customer = frame.group_by("group", "customer_key").agg(per_row)
+        aggregates: list[pl.Expr] = [pl.col("rows").sum(), pl.len().alias("customers")]
+        for index in range(len(horizons)):
+            size, total = pl.col(f"n_{index}").cast(pl.Float64), pl.col(f"sum_{index}")
+            aggregates += [
+                pl.col(f"n_{index}").sum(),
+                total.sum(),
+                pl.col(f"sq_{index}").sum(),
+                (pl.col(f"n_{index}") > 0).sum().alias(f"clusters_{index}"),
+                (total * total).sum().alias(f"s2_{index}"),
+                (size * total).sum().alias(f"cross_{index}"),
+                (size * size).sum().alias(f"n2_{index}"),
+            ]
+        grouped = by_customer.group_by("group").agg(aggregates)
+    else:
+        grouped = frame.group_by("group").agg(per_row)
+    rows = grouped.collect(engine="streaming").to_dicts()
     counts: dict[str, int] = {}
     customers: dict[str, int] = {}
     stats: dict[str, dict[str, SufficientStats]] = {h: {} for h in horizons}
@@ -178,10 +196,20 @@ def _group_stats(
             customers[group] = int(row["customers"])
         for index, horizon in enumerate(horizons):
             n = int(row[f"n_{index}"])
-            if n > 0:
-                stats[horizon][group] = SufficientStats(
-                    n, float(row[f"sum_{index}"]), float(row[f"sq_{index}"])
+            if n == 0:
+                continue
+            base = (n, float(row[f"sum_{index}"]), float(row[f"sq_{index}"]))
+            stats[horizon][group] = (
+                SufficientStats(
+                    *base,
+                    int(row[f"clusters_{index}"]),
+                    float(row[f"s2_{index}"]),
+                    float(row[f"cross_{index}"]),
+                    float(row[f"n2_{index}"]),
                 )
+                if with_customers
+                else SufficientStats(*base)
+            )
     return counts, customers, stats
 
 
@@ -192,11 +220,11 @@ def _group_order(group: str) -> tuple[int, str]:
 def _comparisons(horizon: str, groups: Mapping[str, SufficientStats]) -> tuple[Comparison, ...]:
     treatment = groups.get("bandit")
     result: list[Comparison] = []
-    if treatment is None or treatment.n < 2:
+    if treatment is None or treatment.units < 2:
         return ()
     for control_name in ("holdout", "ab"):
         control = groups.get(control_name)
-        if control is None or control.n < 2:
+        if control is None or control.units < 2:
             continue
         relative = relative_lift(treatment, control) if control.mean != 0.0 else None
         result.append(

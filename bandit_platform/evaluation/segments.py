@@ -89,9 +89,15 @@ class MeanEstimate:
 
 
 def mean_estimate(values: SufficientStats, confidence: float = 0.95) -> MeanEstimate:
-    """Mean `ybar = total / n` with the interval `ybar +- t_{n-1, (1+c)/2} s / sqrt(n)`."""
-    if values.n < 2:
-        mean = values.mean if values.n == 1 else None
+    """Mean `ybar = total / n` with the interval `ybar +- t_{n-1, (1+c)/2} s / sqrt(n)`.
+
+    With clusters (customers), the interval is `ybar +- t_{G-1, (1+c)/2} sqrt(V)` with `V` the
+    cluster-robust variance of the mean (`SufficientStats.variance_of_mean`); `sd` stays the
+    decisions' standard deviation.
+    """
+    clustered = values.clusters is not None and values.clusters >= 2
+    if values.n < 2 or (values.clusters is not None and not clustered):
+        mean = values.mean if values.n >= 1 else None
         return MeanEstimate(
             values.n,
             mean,
@@ -104,7 +110,12 @@ def mean_estimate(values: SufficientStats, confidence: float = 0.95) -> MeanEsti
             (TOO_FEW_UNITS,),
         )
     sd = math.sqrt(values.variance)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, values.n - 1)) * sd / math.sqrt(values.n)
+    if clustered:
+        half = float(stats.t.ppf(0.5 + confidence / 2.0, values.degrees_of_freedom)) * math.sqrt(
+            values.variance_of_mean
+        )
+    else:
+        half = float(stats.t.ppf(0.5 + confidence / 2.0, values.n - 1)) * sd / math.sqrt(values.n)
     return MeanEstimate(
         values.n,
         values.mean,
@@ -242,8 +253,9 @@ def compare(
     control_name: str,
     confidence: float = 0.95,
 ) -> Comparison | None:
-    """`bandit` against `control_name`; None when either has fewer than 2 rewards."""
-    if treatment.n < 2 or control.n < 2:
+    """`bandit` against `control_name`; None when either has fewer than 2 rewards (or
+    customers, when the statistics carry them)."""
+    if treatment.units < 2 or control.units < 2:
         return None
     warnings: tuple[str, ...] = ()
     relative: Interval | None = None

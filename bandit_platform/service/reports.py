@@ -478,23 +478,35 @@ def _group_order(group: str) -> tuple[int, str]:
     return (GROUPS.index(group) if group in GROUPS else len(GROUPS), group)
 
 
+def _unlabelled(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The expression under a label (GROUP BY must name the expression, not an alias)."""
+    return column.element if isinstance(column, sa.Label) else column
+
+
 def _reward_stats(
     session: Session,
     scope: _Scope,
     horizons: Sequence[str],
     *extra: sa.ColumnElement[Any],
-) -> list[tuple[Any, ...]]:
-    """`horizon, group, *extra, n, total, squares, positives` of the closed rewards."""
+) -> list[tuple[tuple[Any, ...], SufficientStats, int]]:
+    """`((horizon, group, *extra), statistics, positives)` of the closed rewards.
+
+    The statistics carry the customer (cluster) sums too, from a per-customer subquery, so
+    that lifts use the cluster-robust variance: decisions of one customer are correlated.
+    """
     reward = _REWARDS.c.reward
-    query = (
+    keys = [
+        _REWARDS.c.horizon.label("horizon"),
+        _DECISIONS.c.group.label("group"),
+        *(_unlabelled(column).label(f"extra_{i}") for i, column in enumerate(extra)),
+    ]
+    per_customer = (
         sa.select(
-            _REWARDS.c.horizon,
-            _DECISIONS.c.group,
-            *extra,
-            sa.func.count(reward),
-            sa.func.coalesce(sa.func.sum(reward), 0.0),
-            sa.func.coalesce(sa.func.sum(reward * reward), 0.0),
-            sa.func.coalesce(sa.func.sum(sa.case((reward > 0, 1), else_=0)), 0),
+            *keys,
+            sa.func.count(reward).label("n"),
+            sa.func.coalesce(sa.func.sum(reward), 0.0).label("total"),
+            sa.func.coalesce(sa.func.sum(reward * reward), 0.0).label("squares"),
+            sa.func.coalesce(sa.func.sum(sa.case((reward > 0, 1), else_=0)), 0).label("positive"),
         )
         .select_from(_REWARDS.join(_DECISIONS, _DECISIONS.c.id == _REWARDS.c.decision_id))
         .where(
@@ -502,13 +514,37 @@ def _reward_stats(
             _REWARDS.c.horizon.in_(list(horizons)),
             *scope.where,
         )
-        .group_by(_REWARDS.c.horizon, _DECISIONS.c.group, *extra)
+        .group_by(*(key.element for key in keys), _DECISIONS.c.customer_key)
+        .subquery()
     )
-    return [tuple(row) for row in session.execute(query)]
-
-
-def _stats(n: Any, total: Any, squares: Any) -> SufficientStats:
-    return SufficientStats(int(n), float(total), max(float(squares), 0.0))
+    c = per_customer.c
+    outer_keys = [c.horizon, c.group, *(c[f"extra_{i}"] for i in range(len(extra)))]
+    query = sa.select(
+        *outer_keys,
+        sa.func.sum(c.n),
+        sa.func.sum(c.total),
+        sa.func.sum(c.squares),
+        sa.func.sum(c.positive),
+        sa.func.count(),
+        sa.func.sum(c.total * c.total),
+        sa.func.sum(c.n * c.total),
+        sa.func.sum(c.n * c.n),
+    ).group_by(*outer_keys)
+    width = len(outer_keys)
+    result = []
+    for row in session.execute(query):
+        n, total, squares, positive, clusters, s2, cross, n2 = row[width:]
+        stats = SufficientStats(
+            int(n),
+            float(total),
+            max(float(squares), 0.0),
+            int(clusters),
+            float(s2),
+            float(cross),
+            float(n2),
+        )
+        result.append((tuple(row[:width]), stats, int(positive)))
+    return result
 
 
 # --- the headline report ---------------------------------------------------------------------
@@ -571,9 +607,9 @@ def experiment_report(
         customers = {g: customers[g] for g in sorted(customers, key=_group_order)}
         stats: dict[str, dict[str, SufficientStats]] = {h: {} for h in scope.horizons}
         positives: dict[tuple[str, str], int] = {}
-        for h, group, n, total, squares, positive in _reward_stats(session, scope, scope.horizons):
-            stats[str(h)][str(group)] = _stats(n, total, squares)
-            positives[(str(h), str(group))] = int(positive)
+        for (h, group), closed, positive in _reward_stats(session, scope, scope.horizons):
+            stats[str(h)][str(group)] = closed
+            positives[(str(h), str(group))] = positive
         # Customers are the unit of assignment (stickily, per configuration version): counting
         # decisions would weigh frequent visitors and raise false alarms.
         srm, srm_test, srm_warnings = _srm(session, scope, customers_by_version, traffic)
@@ -887,14 +923,9 @@ def time_series(
         )
     )
     rewards = tuple(
-        RewardPoint(
-            _bucket_time(t),
-            g,
-            mean_estimate(_stats(n, total, squares)),
-            proportion(int(positive), int(n)),
-        )
-        for _, g, t, n, total, squares, positive in sorted(
-            reward_rows, key=lambda r: (r[2], _group_order(r[1]))
+        RewardPoint(_bucket_time(t), g, mean_estimate(closed), proportion(positive, closed.n))
+        for (_, g, t), closed, positive in sorted(
+            reward_rows, key=lambda r: (r[0][2], _group_order(r[0][1]))
         )
     )
     return TimeSeries(scope.row.key, bucket, h, traffic, allocation, rewards)

@@ -68,23 +68,26 @@ def test_absolute_lift_matches_numpy_rows(report: LogReport, log: pl.DataFrame) 
     assert primary.horizon == "primary"
     assert report.learning_horizon == "primary"
 
-    def rewards(group: str) -> np.ndarray:
-        column = log.filter(pl.col("group") == group)["reward_primary"].drop_nulls()
-        return column.to_numpy().astype(np.float64)
+    def rewards(group: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = log.filter((pl.col("group") == group) & pl.col("reward_primary").is_not_null())
+        values = rows["reward_primary"].to_numpy().astype(np.float64)
+        return values, rows["customer_key"].to_numpy()
 
     comparisons = {c.control: c for c in primary.comparisons}
     assert set(comparisons) == {"holdout", "ab"}
     for control in ("holdout", "ab"):
+        # customers are the clusters: the interval is the cluster-robust Welch one
         expected = absolute_lift(
-            SufficientStats.from_values(rewards("bandit")),
-            SufficientStats.from_values(rewards(control)),
+            SufficientStats.from_values(*rewards("bandit")),
+            SufficientStats.from_values(*rewards(control)),
         )
+        assert expected.method == "welch_clustered"
         got = comparisons[control].absolute
         assert got.estimate == pytest.approx(expected.estimate, rel=1e-12, abs=1e-15)
         assert got.lower == pytest.approx(expected.lower, rel=1e-9)
         assert got.upper == pytest.approx(expected.upper, rel=1e-9)
         assert got.p_value == pytest.approx(expected.p_value, rel=1e-9)
-        assert primary.groups[control].n == rewards(control).size
+        assert primary.groups[control].n == rewards(control)[0].size
 
 
 def _learnable_bandit(log: pl.DataFrame) -> pl.DataFrame:
