@@ -77,8 +77,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+#: How the demo's own approval reads in the audit log.
+DEMO_APPROVAL = "demo setup: the bundled demo configuration, approved by the demo itself"
+
+
 def setup_demo(platform: Platform, *, created_at: datetime | None = None) -> tuple[str, bool]:
-    """Create and start the demo experiment if needed; return a new API key for it.
+    """Create, approve and start the demo experiment if needed; return a new API key for it.
+
+    The demo approves its own configuration under the actor `demo` (audited as such): there
+    is no second person in a demo. Real experiments are approved by an approver in the UI.
 
     Args:
         platform: the platform to set up.
@@ -101,14 +108,17 @@ def setup_demo(platform: Platform, *, created_at: datetime | None = None) -> tup
         try:
             experiments = ExperimentService(creator)
             experiments.create(demo_config(), actor="demo")
+            experiments.approve(DEMO_EXPERIMENT_KEY, actor="demo", comment=DEMO_APPROVAL)
             experiments.change_status(DEMO_EXPERIMENT_KEY, ExperimentStatus.RUNNING, actor="demo")
         finally:
             if creator is not platform:
                 creator.close()
         created = True
     experiments = ExperimentService(platform)
+    if experiments.get(DEMO_EXPERIMENT_KEY).status == ExperimentStatus.DRAFT:
+        experiments.approve(DEMO_EXPERIMENT_KEY, actor="demo", comment=DEMO_APPROVAL)
     if experiments.get(DEMO_EXPERIMENT_KEY).status in (
-        ExperimentStatus.DRAFT,
+        ExperimentStatus.APPROVED,
         ExperimentStatus.PAUSED,
     ):
         experiments.change_status(DEMO_EXPERIMENT_KEY, ExperimentStatus.RUNNING, actor="demo")
@@ -258,16 +268,61 @@ def cmd_experiment_apply(args: argparse.Namespace) -> int:
     platform = Platform(settings)
     try:
         service = ExperimentService(platform)
+        change = None
         try:
             service.get(config.key)
-            view = service.update(config.key, config, actor="cli")
+            result = service.propose(config.key, config, actor="cli")
+            view, change = result.experiment, result.change
         except NotFound:
             view = service.create(config, actor="cli")
-        if args.start and view.status != ExperimentStatus.RUNNING:
+        if args.start and view.status == ExperimentStatus.DRAFT:
+            # The operator who runs `--start` takes responsibility; the audit log says so.
+            view = service.approve(
+                config.key, actor="cli", comment="approved by `experiment apply --start`"
+            )
+        if args.start and view.status in (ExperimentStatus.APPROVED, ExperimentStatus.PAUSED):
             view = service.change_status(config.key, ExperimentStatus.RUNNING, actor="cli")
     finally:
         platform.close()
     print(f"experiment {view.key!r} version {view.version}, {view.status.value}")
+    if change is not None:
+        print(f"change request {change.id} waits for an approver (the running version stays)")
+    return 0
+
+
+def cmd_experiment_approve(args: argparse.Namespace) -> int:
+    from bandit_platform.domain.users import ROLE_PERMISSIONS, Permission
+    from bandit_platform.service.users import UserService, normalise_username
+
+    platform = Platform(_settings())
+    try:
+        name = normalise_username(args.as_user)
+        person = next((u for u in UserService(platform).all() if u.username == name), None)
+        if person is None or person.disabled_at is not None:
+            raise NotFound(f"no active user {name!r}", field="as")
+        if Permission.APPROVE_EXPERIMENTS not in ROLE_PERMISSIONS[person.role]:
+            print(f"error: the role {person.role.value!r} does not approve", file=sys.stderr)
+            return 2
+        actor = f"user:{name}"
+        service = ExperimentService(platform)
+        if args.change is not None:
+            if service.change(args.change).experiment_key != args.key:
+                raise NotFound(f"no change request {args.change} of {args.key!r}", field="change")
+            if args.reject:
+                service.reject_change(args.change, actor, args.comment)
+            else:
+                service.approve_change(args.change, actor, args.comment)
+        elif args.reject:
+            service.reject(args.key, actor, args.comment)
+        else:
+            service.approve(args.key, actor, args.comment)
+        view = service.get(args.key)
+    finally:
+        platform.close()
+    print(
+        f"experiment {view.key!r} version {view.version}, {view.status.value}; "
+        f"approved version {view.approved_version}"
+    )
     return 0
 
 
@@ -618,8 +673,24 @@ def build_parser() -> argparse.ArgumentParser:
     experiment_commands = experiment.add_subparsers(dest="experiment_command", required=True)
     apply = experiment_commands.add_parser("apply", help="create or update from a JSON file")
     apply.add_argument("file")
-    apply.add_argument("--start", action="store_true", help="start it after applying")
+    apply.add_argument(
+        "--start",
+        action="store_true",
+        help="approve it (as `cli`, audited) and start it after applying",
+    )
     apply.set_defaults(handler=cmd_experiment_apply)
+    approve = experiment_commands.add_parser(
+        "approve",
+        help="approve (or reject) a draft or a pending change request as an approver",
+    )
+    approve.add_argument("key")
+    approve.add_argument(
+        "--as", dest="as_user", required=True, help="the approver's username (not the author)"
+    )
+    approve.add_argument("--comment", required=True, help="why (kept in the audit log)")
+    approve.add_argument("--change", type=int, help="a change request id (running experiments)")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approve")
+    approve.set_defaults(handler=cmd_experiment_approve)
     learner = commands.add_parser(
         "learner", help="run the learner as its own process (takes the lease when free)"
     )

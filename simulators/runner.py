@@ -665,6 +665,8 @@ def _run(
     experiment = experiment_for(config)
     experiments = ExperimentService(platform)
     experiments.create(experiment, "simulator", salt=f"{config.seed:032x}")
+    # A simulation approves its own synthetic experiment (audited as `simulator`).
+    experiments.approve(experiment.key, "simulator", "simulation run")
     experiments.change_status(experiment.key, ExperimentStatus.RUNNING, "simulator")
     # The same key for both transports; the HTTP one needs `manage` for /v1/simulation.
     key = ApiKeyService(platform).create("simulator", {Scope.DECIDE, Scope.OUTCOME, Scope.MANAGE})

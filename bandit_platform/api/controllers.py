@@ -7,12 +7,18 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from bandit_platform.api.auth import api_key_guard, provide_identity
 from bandit_platform.api.errors import problem
 from bandit_platform.api.schemas import (
     AuditEntryBody,
+    ChangeRequestBody,
     DecisionRequestBody,
     DecisionResponseBody,
     ExperimentResponseBody,
@@ -25,9 +31,9 @@ from bandit_platform.api.schemas import (
 )
 from bandit_platform.domain.access import AppIdentity
 from bandit_platform.domain.config import ExperimentConfig, explorer_catalogue
-from bandit_platform.domain.decisions import Decision
+from bandit_platform.domain.decisions import Decision, ExperimentStatus
 from bandit_platform.service.decisions import DecisionRequest, offer_probabilities
-from bandit_platform.service.experiments import ExperimentView
+from bandit_platform.service.experiments import ChangeRequestView, ExperimentView
 from bandit_platform.service.leader import learner_lease
 from bandit_platform.service.learner import LearnerRunner
 from bandit_platform.service.outcomes import OutcomeRequest
@@ -69,6 +75,24 @@ def _experiment_body(view: ExperimentView) -> ExperimentResponseBody:
         config=view.config,
         created_at=view.created_at,
         updated_at=view.updated_at,
+        approved_version=view.approved_version,
+    )
+
+
+def _change_body(change: ChangeRequestView) -> ChangeRequestBody:
+    return ChangeRequestBody(
+        id=change.id,
+        experiment=change.experiment_key,
+        status=change.status.value,
+        base_version=change.base_version,
+        proposed_by=change.proposed_by,
+        proposed_at=change.proposed_at,
+        comment=change.comment,
+        config=change.config,
+        decided_by=change.decided_by,
+        decided_at=change.decided_at,
+        decision_comment=change.decision_comment,
+        applied_version=change.applied_version,
     )
 
 
@@ -184,10 +208,25 @@ class ExperimentController(Controller):
         key: FromPath[str],
         data: JSONBody[ExperimentConfig],
         app_identity: NamedDependency[AppIdentity],
-    ) -> ExperimentResponseBody:
-        """Replace the configuration; the version increments and the change is audited."""
-        view = request.app.state.experiments.update(key, data, app_identity.actor)
-        return _experiment_body(view)
+    ) -> Response[ExperimentResponseBody | ChangeRequestBody]:
+        """Change the configuration (audited).
+
+        A draft (or approved, not yet started) experiment gets the next version at once and
+        is a draft again: 200 with the experiment; it needs an approver before it starts. A
+        running or paused experiment keeps serving its approved version: 202 with the
+        pending change request, which an approver approves or rejects in the web UI.
+        """
+        result = request.app.state.experiments.propose(key, data, app_identity.actor)
+        if result.change is None:
+            return Response(_experiment_body(result.experiment), status_code=HTTP_200_OK)
+        return Response(_change_body(result.change), status_code=HTTP_202_ACCEPTED)
+
+    @get("/{key:str}/changes", opt={"scope": "read"}, sync_to_thread=True)
+    def changes(
+        self, request: Request[Any, Any, Any], key: FromPath[str]
+    ) -> list[ChangeRequestBody]:
+        """The experiment's change requests, newest first, with their decisions."""
+        return [_change_body(c) for c in request.app.state.experiments.changes(key)]
 
     @post(
         "/{key:str}/status", opt={"scope": "manage"}, sync_to_thread=True, status_code=HTTP_200_OK
@@ -199,8 +238,10 @@ class ExperimentController(Controller):
         data: JSONBody[StatusChangeBody],
         app_identity: NamedDependency[AppIdentity],
     ) -> ExperimentResponseBody:
-        """Start, pause, resume or stop the experiment."""
-        view = request.app.state.experiments.change_status(key, data.status, app_identity.actor)
+        """Start (only an approved version), pause, resume or stop the experiment."""
+        view = request.app.state.experiments.change_status(
+            key, ExperimentStatus(data.status), app_identity.actor
+        )
         return _experiment_body(view)
 
     @get("/{key:str}/audit", opt={"scope": "read"}, sync_to_thread=True)

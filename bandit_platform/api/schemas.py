@@ -96,12 +96,34 @@ class ExperimentResponseBody(msgspec.Struct, kw_only=True):
     config: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    #: The newest version an approver approved; only that version runs.
+    approved_version: int | None = None
+
+
+class ChangeRequestBody(msgspec.Struct, kw_only=True):
+    """A configuration change to a running or paused experiment and where it stands
+    (`PUT /v1/experiments/{key}` answers it with 202 while pending)."""
+
+    id: int
+    experiment: str
+    status: str
+    base_version: int
+    proposed_by: str
+    proposed_at: datetime
+    comment: str
+    config: dict[str, Any]
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_comment: str | None = None
+    #: The configuration version it became once approved.
+    applied_version: int | None = None
 
 
 class StatusChangeBody(_Body, kw_only=True):
-    """`POST /v1/experiments/{key}/status`."""
+    """`POST /v1/experiments/{key}/status`: start (an approved version), pause, resume or
+    stop. Approval is not a status an app sets: an approver approves in the web UI."""
 
-    status: ExperimentStatus
+    status: Literal["draft", "running", "paused", "stopped"]
 
 
 class AuditEntryBody(msgspec.Struct, kw_only=True):

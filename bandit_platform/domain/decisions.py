@@ -16,21 +16,44 @@ class Group(enum.StrEnum):
 
 
 class ExperimentStatus(enum.StrEnum):
-    """Lifecycle of an experiment: draft -> running <-> paused -> stopped."""
+    """Lifecycle of an experiment: draft -> approved -> running <-> paused -> stopped.
+
+    Only an approver's act moves a draft to approved (never a plain status change), and a
+    change to an approved experiment makes it a draft again: only an approved version runs.
+    """
 
     DRAFT = "draft"
+    APPROVED = "approved"
     RUNNING = "running"
     PAUSED = "paused"
     STOPPED = "stopped"
 
 
-#: Allowed status changes.
+#: Allowed status changes. draft -> approved happens only by approval, approved -> draft only
+#: by a change of the configuration; `ExperimentService.change_status` makes the others.
 STATUS_TRANSITIONS: dict[ExperimentStatus, frozenset[ExperimentStatus]] = {
-    ExperimentStatus.DRAFT: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.STOPPED}),
+    ExperimentStatus.DRAFT: frozenset({ExperimentStatus.APPROVED, ExperimentStatus.STOPPED}),
+    ExperimentStatus.APPROVED: frozenset(
+        {ExperimentStatus.DRAFT, ExperimentStatus.RUNNING, ExperimentStatus.STOPPED}
+    ),
     ExperimentStatus.RUNNING: frozenset({ExperimentStatus.PAUSED, ExperimentStatus.STOPPED}),
     ExperimentStatus.PAUSED: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.STOPPED}),
     ExperimentStatus.STOPPED: frozenset(),
 }
+
+
+#: Targets that only approval or a configuration change reach, never a plain status change.
+APPROVAL_STATUSES = frozenset({ExperimentStatus.DRAFT, ExperimentStatus.APPROVED})
+
+
+class ChangeStatus(enum.StrEnum):
+    """Where a proposed change to a running or paused experiment stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    #: The proposer withdrew it, or a newer proposal replaced it.
+    WITHDRAWN = "withdrawn"
 
 
 class DecisionReason(enum.StrEnum):

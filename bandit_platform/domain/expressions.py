@@ -69,7 +69,16 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 from bandit_platform.domain.errors import ExpressionError
 
-__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_LIST_ITEMS", "Expression", "parse_expression"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_LIST_ITEMS",
+    "Clause",
+    "Expression",
+    "RuleExplanation",
+    "explain_rule",
+    "parse_expression",
+]
 
 #: Longest accepted source text, in characters.
 MAX_LENGTH: Final = 2000
@@ -1102,3 +1111,98 @@ def parse_expression(source: str) -> Expression:
             the 0-based character offset of the problem.
     """
     return Expression(source)
+
+
+# --------------------------------------------------------------------------------------------
+# Rule tester support
+# --------------------------------------------------------------------------------------------
+
+
+def _render_node(node: _Node, nested: bool = False) -> str:
+    """A node in canonical expression syntax (parenthesised when `nested` and compound)."""
+    if isinstance(node, _Constant):
+        return _verdict(node.value)
+    if isinstance(node, _Truthy):
+        return node.name
+    if isinstance(node, _Compare | _Membership):
+        return node.render()
+    if isinstance(node, _Not):
+        inner = _render_node(node.operand, nested=True)
+        return (
+            f"not ({inner})" if isinstance(node.operand, _Compare | _Membership) else f"not {inner}"
+        )
+    if isinstance(node, _And | _Or):
+        word = " and " if isinstance(node, _And) else " or "
+        text = word.join(_render_node(operand, nested=True) for operand in node.operands)
+        return f"({text})" if nested else text
+    return "?"
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One top-level clause of a rule and its truth value in a context.
+
+    Attributes:
+        text: The clause in canonical expression syntax.
+        value: Whether it holds.
+    """
+
+    text: str
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RuleExplanation:
+    """Why a rule came out as it did for one context (for the rule tester).
+
+    Attributes:
+        source: The rule text.
+        result: The rule's truth value (the same as `Expression.evaluate`).
+        connective: `"and"` or `"or"` when the rule is a top-level conjunction or
+            disjunction, else None (then `clauses` holds the whole rule).
+        clauses: Each top-level clause with its truth value, in source order.
+        fields: Each field the rule reads, sorted, with its value in expression syntax
+            (`missing` when the context lacks it).
+        detail: `Expression.explain`'s condition-by-condition account.
+    """
+
+    source: str
+    result: bool
+    connective: Literal["and", "or"] | None
+    clauses: tuple[Clause, ...]
+    fields: tuple[tuple[str, str], ...]
+    detail: str
+
+
+def explain_rule(expression: Expression, context: Mapping[str, object]) -> RuleExplanation:
+    """Evaluate `expression` in `context` and report the fields it reads and its clauses.
+
+    Args:
+        expression: A compiled rule.
+        context: Flat mapping of dotted field names to values.
+
+    Returns:
+        The explanation; its `result` equals `expression.evaluate(context)`.
+    """
+    root = expression._root
+    connective: Literal["and", "or"] | None = None
+    parts: tuple[_Node, ...] = (root,)
+    if isinstance(root, _And):
+        connective, parts = "and", root.operands
+    elif isinstance(root, _Or):
+        connective, parts = "or", root.operands
+    clauses = tuple(
+        Clause(text=_render_node(part, nested=connective is not None), value=part.evaluate(context))
+        for part in parts
+    )
+    fields = tuple(
+        (name, _format(context.get(name, _MISSING))) for name in sorted(expression.fields())
+    )
+    return RuleExplanation(
+        source=expression.source,
+        result=expression.evaluate(context),
+        connective=connective,
+        clauses=clauses,
+        fields=fields,
+        detail=expression.explain(context),
+    )

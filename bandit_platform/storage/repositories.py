@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from bandit_platform.storage.tables import (
     ApiKeyRow,
     AuditLogRow,
+    ChangeRequestRow,
     CounterRow,
     DecisionRow,
     ExperimentRow,
@@ -243,12 +244,71 @@ def audit(
     )
 
 
-def audit_log(session: Session, experiment_id: int | None = None) -> Sequence[AuditLogRow]:
-    """Audit rows, newest first, for one experiment or for all."""
+def audit_log(
+    session: Session,
+    experiment_id: int | None = None,
+    *,
+    action: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Sequence[AuditLogRow]:
+    """Audit rows, newest first, for one experiment or for all, optionally of one action
+    (or, for an action ending in `.`, of every action with that prefix) and paged."""
     query = select(AuditLogRow).order_by(col(AuditLogRow.id).desc())
     if experiment_id is not None:
         query = query.where(AuditLogRow.experiment_id == experiment_id)
+    if action:
+        query = query.where(
+            col(AuditLogRow.action).startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditLogRow.action == action
+        )
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     return session.exec(query).all()
+
+
+def audit_actions(session: Session, experiment_id: int) -> list[str]:
+    """The distinct actions in one experiment's audit log, sorted."""
+    query = (
+        select(AuditLogRow.action)
+        .where(AuditLogRow.experiment_id == experiment_id)
+        .distinct()
+        .order_by(col(AuditLogRow.action))
+    )
+    return list(session.exec(query).all())
+
+
+def change_requests(
+    session: Session, experiment_id: int | None = None, *, status: str | None = None
+) -> Sequence[ChangeRequestRow]:
+    """Change requests, newest first, of one experiment or all, optionally of one status."""
+    query = select(ChangeRequestRow).order_by(col(ChangeRequestRow.id).desc())
+    if experiment_id is not None:
+        query = query.where(ChangeRequestRow.experiment_id == experiment_id)
+    if status is not None:
+        query = query.where(ChangeRequestRow.status == status)
+    return session.exec(query).all()
+
+
+def change_request(
+    session: Session, change_id: int, *, for_update: bool = False
+) -> ChangeRequestRow | None:
+    """One change request by id (locked for the transaction when `for_update`)."""
+    query = select(ChangeRequestRow).where(ChangeRequestRow.id == change_id)
+    if for_update:
+        # Read again under the lock: an earlier read in this session may be stale.
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.exec(query).first()
+
+
+def experiment_version_row(
+    session: Session, experiment_id: int, version: int
+) -> ExperimentVersionRow | None:
+    """One stored configuration version."""
+    return session.get(ExperimentVersionRow, (experiment_id, version))
 
 
 def increment_counter(session: Session, name: str, by: int = 1) -> None:

@@ -73,6 +73,8 @@ class ExperimentRow(SQLModel, table=True):
     guardrail_trip: dict[str, Any] | None = Field(
         default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=True)
     )
+    #: The newest configuration version an approver approved; only that version may run.
+    approved_version: int | None = Field(default=None)
 
 
 class ExperimentVersionRow(SQLModel, table=True):
@@ -85,6 +87,28 @@ class ExperimentVersionRow(SQLModel, table=True):
     config: dict[str, Any] = Field(sa_column=_json())
     created_at: datetime = Field(sa_column=_time())
     created_by: str = Field(max_length=120)
+
+
+class ChangeRequestRow(SQLModel, table=True):
+    """A proposed configuration for a running or paused experiment, waiting for approval.
+
+    Approving it applies it as the experiment's next version (`applied_version`).
+    """
+
+    __tablename__ = "change_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(foreign_key="experiments.id", index=True)
+    base_version: int
+    config: dict[str, Any] = Field(sa_column=_json())
+    proposed_by: str = Field(max_length=120)
+    proposed_at: datetime = Field(sa_column=_time())
+    comment: str = Field(max_length=2000)
+    status: str = Field(max_length=16, index=True)
+    decided_by: str | None = Field(default=None, max_length=120)
+    decided_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    decision_comment: str | None = Field(default=None, max_length=2000)
+    applied_version: int | None = Field(default=None)
 
 
 class OfferRow(SQLModel, table=True):

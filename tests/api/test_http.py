@@ -17,6 +17,7 @@ from bandit_platform.demo import DEMO_EXPERIMENT_KEY, demo_config_bytes
 from bandit_platform.domain.access import Scope
 from bandit_platform.domain.config import MAX_OFFERS
 from bandit_platform.service.apikeys import ApiKeyService
+from bandit_platform.service.experiments import ExperimentService
 from bandit_platform.service.platform import Platform
 from tests.conftest import REPO, Demo, FakeClock
 
@@ -164,7 +165,18 @@ def test_experiment_endpoints(client: Client, demo: Demo) -> None:
     assert updated.status_code == 200, updated.text
     assert updated.json()["version"] == 2
 
-    started = client.post("/v1/experiments/card-cross-sell/status", json={"status": "running"})
+    # Only an approved version runs; an API key cannot approve (a person does, in the UI).
+    status = "/v1/experiments/card-cross-sell/status"
+    refused = client.post(status, json={"status": "running"})
+    assert_problem(refused, 409, "status")
+    assert "version 2 is not approved" in refused.json()["detail"]
+    assert client.post("/v1/experiments/card-cross-sell/approve", json={}).status_code in (
+        404,
+        405,
+    )
+    ExperimentService(demo.platform).approve("card-cross-sell", "user:compliance", "reviewed")
+    assert client.get("/v1/experiments/card-cross-sell").json()["approved_version"] == 2
+    started = client.post(status, json={"status": "running"})
     assert started.status_code == 200, started.text
     assert started.json()["status"] == "running"
 
@@ -172,11 +184,26 @@ def test_experiment_endpoints(client: Client, demo: Demo) -> None:
     assert entries.status_code == 200
     assert [e["action"] for e in entries.json()] == [
         "experiment.status",
+        "experiment.approved",
         "experiment.update",
         "experiment.create",
     ]
-    assert entries.json()[1]["details"] == {"version": 2, "changed": ["traffic"]}
-    assert {e["actor"] for e in entries.json()} == {"apikey:demo"}
+    assert entries.json()[2]["details"] == {"version": 2, "changed": ["traffic"]}
+    assert {e["actor"] for e in entries.json()} == {"apikey:demo", "user:compliance"}
+
+    # A change to the running experiment waits for approval; the served version stays.
+    config["traffic"] = {"holdout": 10, "ab": 10, "bandit": 80}
+    proposed = client.put("/v1/experiments/card-cross-sell", json=config)
+    assert proposed.status_code == 202, proposed.text
+    assert proposed.json()["status"] == "pending"
+    assert proposed.json()["base_version"] == 2
+    assert client.get("/v1/experiments/card-cross-sell").json()["version"] == 2
+    ExperimentService(demo.platform).reject_change(
+        proposed.json()["id"], "user:compliance", "keep the holdout"
+    )
+    (change,) = client.get("/v1/experiments/card-cross-sell/changes").json()
+    assert (change["status"], change["decision_comment"]) == ("rejected", "keep the holdout")
+    assert client.get("/v1/experiments/card-cross-sell").json()["version"] == 2
 
     keys = [e["key"] for e in client.get("/v1/experiments").json()]
     assert keys == ["card-cross-sell", DEMO_EXPERIMENT_KEY]  # newest first
@@ -628,7 +655,7 @@ def test_bad_experiment_configs(client: Client, demo: Demo) -> None:
         lambda name: client.put(f"/v1/experiments/{DEMO_EXPERIMENT_KEY}", json=updates[name][0]),
         state,
     )
-    assert state() == (1, 3, 1)
+    assert state() == (1, 4, 1)  # create, approve, start, key
 
 
 def test_the_minimal_config_is_valid(client: Client) -> None:

@@ -471,7 +471,8 @@ def test_clustered_variance_is_the_sandwich_of_customer_totals() -> None:
     left = SufficientStats.from_values(values[half], clusters=owner[half])
     right = SufficientStats.from_values(values[~half], clusters=owner[~half])
     combined = left.combine(right)
-    assert combined.clusters == stats_.clusters and combined.n == stats_.n
+    assert combined.clusters == stats_.clusters
+    assert combined.n == stats_.n
     assert combined.variance_of_mean == pytest.approx(stats_.variance_of_mean, rel=1e-10)
 
 

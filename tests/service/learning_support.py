@@ -106,10 +106,21 @@ def two_offer_world(key: str, **changes: Any) -> ExperimentConfig:
 
 
 def start(platform: Platform, config: ExperimentConfig) -> None:
-    """Create the experiment and start it (which publishes model v1)."""
+    """Create the experiment, approve it (as `test`, audited) and start it (which publishes
+    model v1)."""
     experiments = ExperimentService(platform)
     experiments.create(config, actor="test")
+    experiments.approve(config.key, actor="test", comment="test setup")
     experiments.change_status(config.key, ExperimentStatus.RUNNING, actor="test")
+
+
+def apply_change(platform: Platform, key: str, config: ExperimentConfig, actor: str) -> None:
+    """Change a running experiment: `actor` proposes, a second actor (`test-approver`)
+    approves, and the change serves."""
+    experiments = ExperimentService(platform)
+    proposal = experiments.propose(key, config, actor)
+    assert proposal.change is not None
+    experiments.approve_change(proposal.change.id, "test-approver", "test change")
 
 
 def identity(demo: Demo) -> AppIdentity:

@@ -11,7 +11,11 @@ import sqlalchemy as sa
 
 from bandit_platform.demo import demo_config
 from bandit_platform.domain.config import EpsilonGreedy, ExperimentConfig, TrafficSplit
-from bandit_platform.domain.decisions import STATUS_TRANSITIONS, ExperimentStatus
+from bandit_platform.domain.decisions import (
+    APPROVAL_STATUSES,
+    STATUS_TRANSITIONS,
+    ExperimentStatus,
+)
 from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.service.experiments import ExperimentService
 from bandit_platform.service.platform import Platform
@@ -125,11 +129,14 @@ def test_update_makes_a_new_version_and_a_noop_does_not(
 def _reach(experiments: ExperimentService, key: str, status: ExperimentStatus) -> None:
     path = {
         ExperimentStatus.DRAFT: [],
+        ExperimentStatus.APPROVED: [],
         ExperimentStatus.RUNNING: [ExperimentStatus.RUNNING],
         ExperimentStatus.PAUSED: [ExperimentStatus.RUNNING, ExperimentStatus.PAUSED],
         ExperimentStatus.STOPPED: [ExperimentStatus.STOPPED],
     }[status]
     experiments.create(config(key), ACTOR)
+    if status not in (ExperimentStatus.DRAFT, ExperimentStatus.STOPPED):
+        experiments.approve(key, "approver", "reviewed")
     for step in path:
         experiments.change_status(key, step, ACTOR)
     assert experiments.get(key).status == status
@@ -139,6 +146,9 @@ def _reach(experiments: ExperimentService, key: str, status: ExperimentStatus) -
 def test_status_transitions(
     platform: Platform, experiments: ExperimentService, start: ExperimentStatus
 ) -> None:
+    # Draft and approved are reached by a configuration change and by approval, never by a
+    # plain status change.
+    allowed = STATUS_TRANSITIONS[start] - APPROVAL_STATUSES
     for target in ExperimentStatus:
         key = f"from-{start}-to-{target}"
         _reach(experiments, key, start)
@@ -146,7 +156,7 @@ def test_status_transitions(
         if target == start:
             assert experiments.change_status(key, target, ACTOR).status == start
             assert len(audit(platform, key)) == entries  # nothing happened, nothing audited
-        elif target in STATUS_TRANSITIONS[start]:
+        elif target in allowed:
             assert experiments.change_status(key, target, ACTOR).status == target
             latest = audit(platform, key)[0]
             assert latest["action"] == "experiment.status"
@@ -165,6 +175,7 @@ def test_starting_publishes_a_checksummed_cold_model(
     platform: Platform, experiments: ExperimentService
 ) -> None:
     experiments.create(config(), ACTOR)
+    experiments.approve("savings-push", "approver", "reviewed")
     experiments.change_status("savings-push", ExperimentStatus.RUNNING, ACTOR)
     snapshots = rows(
         platform,
@@ -184,7 +195,12 @@ def test_starting_publishes_a_checksummed_cold_model(
     experiments.change_status("savings-push", ExperimentStatus.PAUSED, ACTOR)
     experiments.change_status("savings-push", ExperimentStatus.RUNNING, ACTOR)
     assert len(rows(platform, "SELECT id FROM model_snapshots")) == 1
-    experiments.update("savings-push", config(explorer=EpsilonGreedy(epsilon=0.2)), ACTOR)
+    proposal = experiments.propose(
+        "savings-push", config(explorer=EpsilonGreedy(epsilon=0.2)), ACTOR
+    )
+    assert proposal.change is not None
+    assert len(rows(platform, "SELECT id FROM model_snapshots")) == 1  # not served yet
+    experiments.approve_change(proposal.change.id, "approver", "more exploration")
     versions = rows(platform, "SELECT version FROM model_snapshots ORDER BY version")
     assert [v["version"] for v in versions] == [1, 2]
 

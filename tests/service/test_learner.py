@@ -31,6 +31,7 @@ from tests.service.learning_support import (
     DEMO,
     RULE_ONE,
     Context,
+    apply_change,
     counter,
     customers_in,
     decide,
@@ -523,7 +524,7 @@ def test_changing_the_explorer_while_running_warm_starts_a_model(
         frequency_caps=[],
         explorer=Softmax(lambda_=4.0),
     )
-    experiments.update(CADENCE, config, actor="pm@bank.example")
+    apply_change(platform, CADENCE, config, actor="pm@bank.example")
     warm = snapshots(platform, CADENCE)[-1]
     assert warm["note"] == f"warm start from {learned} logged decisions"
     assert warm["examples_seen"] == learned > 0
@@ -718,7 +719,7 @@ def test_a_model_over_its_deadline_falls_back_and_is_not_learned(
         learning=learning(model_deadline_ms=1e-6, publish_every_examples=1),
         fallback_offer=None,
     )
-    ExperimentService(platform).update(key, no_fallback, actor="test")
+    apply_change(platform, key, no_fallback, actor="test")
     nothing = decide(platform, app, "slow-no-fallback", RULE_ONE, experiment=key)
     assert (nothing.reason, nothing.offer, nothing.propensity) == (
         DecisionReason.MODEL_FALLBACK,

@@ -22,7 +22,6 @@ from bandit_platform.domain.config import RewardHorizon, TrafficSplit
 from bandit_platform.domain.decisions import Decision
 from bandit_platform.domain.errors import InvalidInput, NotFound
 from bandit_platform.evaluation.report import evaluate_log
-from bandit_platform.service.experiments import ExperimentService
 from bandit_platform.service.export import export_log
 from bandit_platform.service.learner import Learner
 from bandit_platform.service.platform import Platform
@@ -38,6 +37,7 @@ from bandit_platform.service.reports import (
 from bandit_platform.storage.tables import SQLModel
 from tests.conftest import Demo, FakeClock
 from tests.service.learning_support import (
+    apply_change,
     decide,
     demo_variant,
     identity,
@@ -209,8 +209,11 @@ def test_srm_follows_the_split_of_each_version(demo: Demo, clock: FakeClock) -> 
     for i in range(60):
         decide(platform, app, f"v1-{i}", random_context(rng), experiment=KEY)
     split = TrafficSplit(holdout=50, ab=0, bandit=50)
-    ExperimentService(platform).update(
-        KEY, demo_variant(KEY, reward=REWARD, frequency_caps=[], traffic=split), actor="test"
+    apply_change(
+        platform,
+        KEY,
+        demo_variant(KEY, reward=REWARD, frequency_caps=[], traffic=split),
+        actor="test",
     )
     for i in range(40):
         decide(platform, app, f"v2-{i}", random_context(rng), experiment=KEY)

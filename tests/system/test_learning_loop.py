@@ -98,6 +98,7 @@ def set_up(db_url: str) -> str:
     try:
         experiments = ExperimentService(platform)
         experiments.create(experiment_config(), actor="test")
+        experiments.approve(KEY, actor="test", comment="test setup")
         experiments.change_status(KEY, ExperimentStatus.RUNNING, actor="test")
         return ApiKeyService(platform).create("e2e", set(Scope)).secret
     finally:

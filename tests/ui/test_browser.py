@@ -26,7 +26,7 @@ USERNAME = "pm"
 PASSWORD = "a long pass phrase for the browser"
 LAPTOP = {"width": 1366, "height": 900}
 TABLET = {"width": 820, "height": 1180}
-CHARTS = 6
+CHARTS = 7
 
 
 def _install_chromium() -> str | None:

@@ -346,7 +346,15 @@ def test_the_dashboard_charts_the_log_with_n_and_intervals(
             r'<script type="application/json" id="figure-(\w+)">(.*?)</script>', page.text, re.S
         )
     }
-    assert set(figures) == {"traffic", "allocation", "reward", "conversion", "lift", "models"}
+    assert set(figures) == {
+        "traffic",
+        "allocation",
+        "reward",
+        "conversion",
+        "lift",
+        "models",
+        "segments",
+    }
     for name, figure in figures.items():
         assert "n = " in figure["layout"]["title"]["text"], name
         assert figure["data"], name

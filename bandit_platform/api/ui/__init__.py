@@ -13,8 +13,11 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from bandit_platform.api.ui.approvals import approvals_router
 from bandit_platform.api.ui.assets import web_directory
+from bandit_platform.api.ui.editor import FLASH, editor_router
 from bandit_platform.api.ui.pages import plotly_bundle, ui_router
+from bandit_platform.api.ui.simulation import simulation_router
 
 #: How a missing number is shown (an en dash).
 MISSING = "\N{EN DASH}"
@@ -49,6 +52,8 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     environment.filters.update(number=_number, percent=_percent, when=_when)
+    # The confirmations pages show after a redirect (`?flash=created`).
+    environment.globals["flash_messages"] = FLASH
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 
@@ -60,7 +65,14 @@ def ui_route_handlers() -> list[Any]:
         include_in_schema=False,
         cache_control=None,
     )
-    return [ui_router(), static, plotly_bundle]
+    return [
+        ui_router(),
+        approvals_router(),
+        simulation_router(),
+        editor_router(),
+        static,
+        plotly_bundle,
+    ]
 
 
 __all__ = ["template_config", "ui_route_handlers"]

@@ -6,11 +6,19 @@ states its sample size and what its intervals are (exact counts have none).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bandit_platform.evaluation.segments import Interval
-from bandit_platform.service.reports import ExperimentReport, ModelTimeline, TimeSeries
+from bandit_platform.service.policy_evaluation import PolicyEvaluation
+from bandit_platform.service.reports import (
+    ExperimentReport,
+    FairnessReport,
+    ModelTimeline,
+    SegmentReport,
+    TimeSeries,
+)
 
 #: Colour-blind-safe colours (Okabe-Ito) with enough contrast on white.
 GROUP_COLOURS = {"holdout": "#555555", "ab": "#0072B2", "bandit": "#D55E00"}
@@ -219,6 +227,114 @@ def model_figure(timeline: ModelTimeline) -> dict[str, Any]:
         f"Model versions (n = {len(models):,} versions serving {served:,} decisions; exact counts)"
     )
     return {"data": data, "layout": _layout(title, "published at (UTC)", "version")}
+
+
+def policy_figure(evaluations: Sequence[PolicyEvaluation]) -> dict[str, Any]:
+    """Each candidate policy's IPS, SNIPS and DR values with their intervals."""
+    data = []
+    for index, name in enumerate(("ips", "snips", "dr")):
+        estimates = [getattr(e, name) for e in evaluations]
+        values = [_finite(x.value) for x in estimates]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": name.upper(),
+                "x": values,
+                "y": [e.policy for e in evaluations],
+                "error_x": _errors(
+                    values,
+                    [_finite(x.lower) for x in estimates],
+                    [_finite(x.upper) for x in estimates],
+                ),
+                "marker": {"color": _PALETTE[index], "size": 9},
+            }
+        )
+    n = evaluations[0].n if evaluations else 0
+    horizon = evaluations[0].horizon if evaluations else "-"
+    title = (
+        f"Estimated mean reward per policy, horizon {horizon} "
+        f"(n = {n:,} logged decisions; 95% normal intervals)"
+    )
+    layout = _layout(title, "estimated mean reward", "")
+    layout["margin"] = {"l": 140, "r": 20, "t": 70, "b": 50}
+    layout["yaxis"]["autorange"] = "reversed"
+    # The three estimators side by side within each policy's row, not on top of each other.
+    layout["scattermode"] = "group"
+    return {"data": data, "layout": layout}
+
+
+def segment_figure(report: SegmentReport, horizon: str) -> dict[str, Any]:
+    """Mean reward at `horizon` per segment and group, with t intervals."""
+    rows = [*report.segments, *([report.unsegmented] if report.unsegmented else [])]
+    groups = _groups(g.group for row in rows for g in row.groups)
+    data = []
+    total = 0
+    for group in groups:
+        xs: list[str] = []
+        values: list[float | None] = []
+        lower: list[float | None] = []
+        upper: list[float | None] = []
+        for row in rows:
+            for g in row.groups:
+                if g.group != group or horizon not in g.rewards:
+                    continue
+                mean = g.rewards[horizon]
+                total += mean.n
+                xs.append(row.segment)
+                values.append(mean.mean)
+                lower.append(mean.lower)
+                upper.append(mean.upper)
+        data.append(
+            {
+                "type": "bar",
+                "name": group,
+                "x": xs,
+                "y": values,
+                "error_y": _errors(values, lower, upper),
+                "marker": {"color": GROUP_COLOURS.get(group, "#000000")},
+            }
+        )
+    title = (
+        f"Mean reward per segment and group, horizon {horizon} "
+        f"(n = {total:,} closed rewards; 95% t intervals)"
+    )
+    return {"data": data, "layout": _layout(title, "segment", "mean reward", barmode="group")}
+
+
+def fairness_figure(report: FairnessReport) -> dict[str, Any]:
+    """Share of decisions that showed an offer per protected group, with Wilson intervals."""
+    data = []
+    total = 0
+    for index, item in enumerate(report.attributes):
+        values = [v.offered.rate for v in item.values]
+        total += sum(v.offered.n for v in item.values)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{item.attribute} ({item.group})",
+                "x": [v.value for v in item.values],
+                "y": values,
+                "error_y": _errors(
+                    values,
+                    [v.offered.lower for v in item.values],
+                    [v.offered.upper for v in item.values],
+                ),
+                "marker": {"color": _PALETTE[index % len(_PALETTE)], "size": 10},
+            }
+        )
+    title = (
+        f"Offer rate per protected group (n = {total:,} decisions over the attributes; "
+        "95% Wilson intervals)"
+    )
+    layout = _layout(title, "attribute value", "share of decisions with an offer")
+    layout["yaxis"]["tickformat"] = ".0%"
+    return {"data": data, "layout": layout}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def figure_rows(figure: dict[str, Any]) -> int:

@@ -6,17 +6,22 @@ template from `web/templates`. `ui_guard` runs before every page (session, role,
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
+import threading
+import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from litestar import Controller, Request, Response, Router, get, post
-from litestar.datastructures import ResponseHeader
+from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.params import Body, FromPath, FromQuery
 from litestar.response import File, Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
+from litestar.utils.scope.state import ScopeState
 
 from bandit_platform.api.errors import problem
 from bandit_platform.api.ui import charts
@@ -32,10 +37,13 @@ from bandit_platform.api.ui.auth import (
     ui_session,
     wants_html,
 )
-from bandit_platform.domain.errors import DomainError
+from bandit_platform.domain.errors import DomainError, InvalidInput
 from bandit_platform.domain.users import Permission, UiSession
-from bandit_platform.service import reports
+from bandit_platform.evaluation import ope
+from bandit_platform.service import policy_evaluation, reports
 from bandit_platform.service.experiments import ExperimentService
+from bandit_platform.service.guardrails import GuardrailService
+from bandit_platform.service.platform import Platform
 from bandit_platform.service.users import UserService
 from bandit_platform.settings import Settings
 
@@ -66,6 +74,73 @@ class LoginForm:
 
 
 Form = Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+@dataclass
+class AuditUpload:
+    """The fairness audit's form: the bank's CSV of protected groups."""
+
+    groups: UploadFile | None = None
+    csrf_token: str = ""
+
+
+Upload = Annotated[AuditUpload, Body(media_type=RequestEncodingType.MULTI_PART)]
+
+#: The largest protected-groups file the fairness form accepts (bytes).
+MAX_AUDIT_UPLOAD: Final = 8 * 1024 * 1024
+#: Recent decisions the integrity check recomputes.
+INTEGRITY_SAMPLE: Final = 1000
+#: How long the dashboard shows an integrity result before offering a new check (seconds).
+INTEGRITY_CACHE_SECONDS: Final = 300.0
+
+#: What each off-policy warning code means, for the legend under the table.
+OPE_WARNINGS: Final = {
+    ope.LOW_EFFECTIVE_SAMPLE_SIZE: (
+        "the weights rest on few decisions (effective sample size below 1% of n or below "
+        "the minimum): the interval understates the uncertainty"
+    ),
+    ope.LARGE_WEIGHT: (
+        "some decision has a very large importance weight: the policy often chooses what "
+        "the logging policy rarely did, so a few decisions dominate the estimate"
+    ),
+    ope.MEAN_WEIGHT_FAR_FROM_ONE: (
+        "the mean importance weight is far from 1: the policy chooses offers the log "
+        "barely covers, or the logged propensities are wrong"
+    ),
+    ope.NO_OVERLAP: "the policy never chooses a logged offer: the log says nothing about it",
+    ope.ZERO_VARIANCE: "every decision contributes the same term: the interval is a point",
+    ope.WEIGHT_BOUND_FROM_DATA: "the interval used the largest observed weight as its bound",
+    ope.BOOTSTRAP_DEGENERATE: "some bootstrap resamples had no overlap and were left out",
+    ope.EMPIRICAL_LIKELIHOOD_INFEASIBLE: "the likelihood interval could not be computed",
+}
+
+
+class IntegrityCache:
+    """The newest integrity check per experiment, kept in memory for a few minutes so that
+    the dashboard can show it without recomputing probability vectors on every load."""
+
+    def __init__(self, seconds: float = INTEGRITY_CACHE_SECONDS) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._found: dict[tuple[int, str], tuple[float, policy_evaluation.IntegrityReport]] = {}
+
+    def get(self, platform: Platform, key: str) -> policy_evaluation.IntegrityReport | None:
+        """The cached report, or None when there is none or it is too old."""
+        with self._lock:
+            found = self._found.get((id(platform), key))
+        if found is None or time.monotonic() - found[0] > self.seconds:
+            return None
+        return found[1]
+
+    def check(self, platform: Platform, key: str) -> policy_evaluation.IntegrityReport:
+        """Check now and remember the result."""
+        report = policy_evaluation.check_integrity(platform, key, limit=INTEGRITY_SAMPLE)
+        with self._lock:
+            self._found[(id(platform), key)] = (time.monotonic(), report)
+        return report
+
+
+INTEGRITY: Final = IntegrityCache()
 
 
 def _settings(request: Request[Any, Any, Any]) -> Settings:
@@ -202,6 +277,8 @@ class ExperimentPages(Controller):
         report = reports.experiment_report(platform, key, horizon=horizon)
         series = reports.time_series(platform, key, bucket=bucket, horizon=horizon)
         timeline = reports.model_timeline(platform, key)
+        segments = reports.segment_report(platform, key)
+        segment_horizon = series.horizon
         figures = {
             "traffic": charts.traffic_figure(series),
             "allocation": charts.allocation_figure(series),
@@ -209,10 +286,15 @@ class ExperimentPages(Controller):
             "conversion": charts.reward_figure(series, conversion=True),
             "lift": charts.lift_figure(report),
             "models": charts.model_figure(timeline),
+            "segments": charts.segment_figure(segments, segment_horizon),
         }
         return _page(
             request,
             "dashboard.html",
+            segments=segments,
+            segment_horizon=segment_horizon,
+            guardrails=GuardrailService(platform).report(key),
+            integrity=INTEGRITY.get(platform, key),
             view=view,
             report=report,
             series=series,
@@ -222,6 +304,130 @@ class ExperimentPages(Controller):
             bucket=bucket,
             horizons=[h.horizon for h in report.horizons],
             horizon=series.horizon,
+        )
+
+
+def _versions(text: str | None) -> list[int]:
+    """Snapshot versions from the form's comma- or space-separated list."""
+    versions = []
+    for part in (text or "").replace(",", " ").split():
+        if not part.isdigit():
+            raise InvalidInput("versions are whole numbers, e.g. 3, 5", field="versions")
+        versions.append(int(part))
+    return sorted(set(versions))[:10]
+
+
+def _audit_rows(upload: UploadFile) -> list[dict[str, str]]:
+    """The uploaded CSV's rows, read in memory only (values are never quoted in errors)."""
+    raw = upload.file.read(MAX_AUDIT_UPLOAD + 1)
+    if len(raw) > MAX_AUDIT_UPLOAD:
+        raise InvalidInput(f"the file is larger than {MAX_AUDIT_UPLOAD:,} bytes", field="groups")
+    try:
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline=""))
+        if reader.fieldnames is None or "customer_id" not in reader.fieldnames:
+            raise InvalidInput("the file needs a customer_id column", field="groups")
+        return [{k: v or "" for k, v in row.items() if k is not None} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"cannot read the file: {type(exc).__name__}", field="groups") from None
+
+
+class AnalysisPages(Controller):
+    """An experiment's on-demand analyses: candidate policies, integrity, fairness."""
+
+    path = "/experiments/{key:str}"
+    opt = {"permission": Permission.VIEW}
+
+    @get("/policies", sync_to_thread=True, include_in_schema=False)
+    def policies(
+        self,
+        request: Request[Any, Any, Any],
+        key: FromPath[str],
+        versions: FromQuery[str | None] = None,
+        run: FromQuery[bool] = False,
+    ) -> Template:
+        """Off-policy values of the standard candidates (computed when asked: `run`)."""
+        platform = request.app.state.platform
+        view = ExperimentService(platform).get(key)
+        timeline = reports.model_timeline(platform, key)
+        chosen = _versions(versions)
+        evaluations: list[policy_evaluation.PolicyEvaluation] = []
+        seconds = None
+        if run:
+            started = time.perf_counter()
+            targets = policy_evaluation.standard_targets(platform, key, chosen)
+            evaluations = policy_evaluation.evaluate_policies(platform, key, targets)
+            seconds = time.perf_counter() - started
+        figures = {"policies": charts.policy_figure(evaluations)}
+        return _page(
+            request,
+            "policies.html",
+            view=view,
+            timeline=timeline,
+            versions=versions or "",
+            evaluations=evaluations,
+            seconds=seconds,
+            ran=run,
+            legend=OPE_WARNINGS,
+            figures=figures,
+            points={name: charts.figure_rows(f) for name, f in figures.items()},
+        )
+
+    @get("/integrity", sync_to_thread=True, include_in_schema=False)
+    def integrity(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Template:
+        """Recompute the newest decisions' probability vectors; list what does not match."""
+        platform = request.app.state.platform
+        view = ExperimentService(platform).get(key)
+        started = time.perf_counter()
+        report = INTEGRITY.check(platform, key)
+        return _page(
+            request,
+            "integrity.html",
+            view=view,
+            integrity=report,
+            seconds=time.perf_counter() - started,
+        )
+
+    @get(
+        "/fairness",
+        sync_to_thread=True,
+        include_in_schema=False,
+        opt={"permission": Permission.VIEW_AUDIT_LOG},
+    )
+    def fairness_form(self, request: Request[Any, Any, Any], key: FromPath[str]) -> Template:
+        """The form for the bank's file of protected groups."""
+        view = ExperimentService(request.app.state.platform).get(key)
+        return _page(request, "fairness.html", view=view, fairness=None, limit=MAX_AUDIT_UPLOAD)
+
+    @post(
+        "/fairness",
+        sync_to_thread=True,
+        include_in_schema=False,
+        status_code=200,
+        request_max_body_size=MAX_AUDIT_UPLOAD + 64 * 1024,
+        opt={"permission": Permission.VIEW_AUDIT_LOG},
+    )
+    def fairness(
+        self, request: Request[Any, Any, Any], key: FromPath[str], data: Upload
+    ) -> Template:
+        """Offer rates per protected group; the file is read in memory and not kept."""
+        platform = request.app.state.platform
+        view = ExperimentService(platform).get(key)
+        if data.groups is None:
+            raise InvalidInput("choose a CSV file", field="groups")
+        try:
+            rows = _audit_rows(data.groups)
+        finally:
+            data.groups.file.close()
+        report = reports.fairness_report(platform, key, rows)
+        figures = {"fairness": charts.fairness_figure(report)}
+        return _page(
+            request,
+            "fairness.html",
+            view=view,
+            fairness=report,
+            limit=MAX_AUDIT_UPLOAD,
+            figures=figures,
+            points={name: charts.figure_rows(f) for name, f in figures.items()},
         )
 
 
@@ -263,7 +469,20 @@ def _not_signed_in(request: Request[Any, Any, Any], exc: NotAuthorizedException)
     return response
 
 
+def _close_uploads(request: Request[Any, Any, Any]) -> None:
+    """Close the temporary files of a multipart form parsed before a refusal (the guard reads
+    the form for its CSRF token; the handler that would close them never runs)."""
+    form = ScopeState.from_scope(request.scope).form
+    if not isinstance(form, dict):
+        return
+    for value in form.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, UploadFile):
+                item.file.close()
+
+
 def _forbidden(request: Request[Any, Any, Any], exc: PermissionDeniedException) -> Response[Any]:
+    _close_uploads(request)
     return _error_page(request, 403, str(exc.detail))
 
 
@@ -287,7 +506,7 @@ def ui_router() -> Router:
     """Every `/ui` page behind `ui_guard`, with the UI's error pages and security headers."""
     return Router(
         path="/ui",
-        route_handlers=[SignInController, ExperimentPages, UserPages],
+        route_handlers=[SignInController, ExperimentPages, AnalysisPages, UserPages],
         guards=[ui_guard],
         exception_handlers={
             NotAuthorizedException: _not_signed_in,
