@@ -212,6 +212,22 @@ class ExperimentService:
         finally:
             self.platform.forget_model_checks()
 
+    def _reviewable_draft(
+        self, session: Session, key: str, version: int | None, verb: str
+    ) -> ExperimentRow:
+        """The draft under review, locked; the reviewed `version` must still be current."""
+        row = self._require(session, key, lock=True)
+        if row.status != ExperimentStatus.DRAFT:
+            raise Conflict(
+                f"only a draft is {verb}; this experiment is {row.status}", field="status"
+            )
+        if version is not None and version != row.version:
+            raise Conflict(
+                f"version {version} is no longer current (now {row.version}); review again",
+                field="version",
+            )
+        return row
+
     def _require(self, session: Session, key: str, *, lock: bool = False) -> ExperimentRow:
         row = repositories.experiment_by_key(session, key, for_update=lock)
         if row is None:
@@ -432,17 +448,8 @@ class ExperimentService:
         note = _comment(comment, required=True)
         now = self.platform.clock()
         with self._write() as session:
-            row = self._require(session, key, lock=True)
+            row = self._reviewable_draft(session, key, version, "approved")
             assert row.id is not None
-            if row.status != ExperimentStatus.DRAFT:
-                raise Conflict(
-                    f"only a draft is approved; this experiment is {row.status}", field="status"
-                )
-            if version is not None and version != row.version:
-                raise Conflict(
-                    f"version {version} is no longer current (now {row.version}); review again",
-                    field="version",
-                )
             written = repositories.experiment_version_row(session, row.id, row.version)
             assert written is not None
             _four_eyes(actor, written.created_by)
@@ -473,16 +480,7 @@ class ExperimentService:
         note = _comment(comment, required=True)
         now = self.platform.clock()
         with self._write() as session:
-            row = self._require(session, key, lock=True)
-            if row.status != ExperimentStatus.DRAFT:
-                raise Conflict(
-                    f"only a draft is rejected; this experiment is {row.status}", field="status"
-                )
-            if version is not None and version != row.version:
-                raise Conflict(
-                    f"version {version} is no longer current (now {row.version}); review again",
-                    field="version",
-                )
+            row = self._reviewable_draft(session, key, version, "rejected")
             repositories.audit(
                 session,
                 at=now,

@@ -142,6 +142,21 @@ def _draft_review(
     }
 
 
+def _decide_change(
+    request: Request[Any, Any, Any], change_id: int, data: DecisionBody, *, approve: bool
+) -> Response[Any]:
+    """Approve or reject a change request; a refused comment re-renders the page (422)."""
+    actor = ui_session(request).user.actor
+    service = _service(request)
+    decide = service.approve_change if approve else service.reject_change
+    try:
+        decide(change_id, actor, data.comment)
+    except InvalidInput as exc:
+        context = _change_review(request, change_id, error=exc.message, comment=data.comment)
+        return _page(request, "change.html", status_code=422, **context)
+    return _see(f"/ui/changes/{change_id}")
+
+
 def _change_review(request: Request[Any, Any, Any], change_id: int, **extra: Any) -> dict[str, Any]:
     """The context of a change request's page: its diff against the version it was based on."""
     service = _service(request)
@@ -202,13 +217,7 @@ class ChangePages(Controller):
         self, request: Request[Any, Any, Any], change_id: FromPath[int], data: DecisionBody
     ) -> Response[Any]:
         """Apply the change as the experiment's next, approved, version."""
-        actor = ui_session(request).user.actor
-        try:
-            _service(request).approve_change(change_id, actor, data.comment)
-        except InvalidInput as exc:
-            context = _change_review(request, change_id, error=exc.message, comment=data.comment)
-            return _page(request, "change.html", status_code=422, **context)
-        return _see(f"/ui/changes/{change_id}")
+        return _decide_change(request, change_id, data, approve=True)
 
     @post(
         "/{change_id:int}/reject",
@@ -220,13 +229,7 @@ class ChangePages(Controller):
         self, request: Request[Any, Any, Any], change_id: FromPath[int], data: DecisionBody
     ) -> Response[Any]:
         """Reject the change: the served version stays."""
-        actor = ui_session(request).user.actor
-        try:
-            _service(request).reject_change(change_id, actor, data.comment)
-        except InvalidInput as exc:
-            context = _change_review(request, change_id, error=exc.message, comment=data.comment)
-            return _page(request, "change.html", status_code=422, **context)
-        return _see(f"/ui/changes/{change_id}")
+        return _decide_change(request, change_id, data, approve=False)
 
 
 class LifecyclePages(Controller):
