@@ -26,17 +26,16 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from bandit_platform.api.errors import problem
 from bandit_platform.api.ui.auth import (
-    CSRF_FIELD,
     session_cookie,
     ui_guard,
     ui_session,
     wants_html,
 )
-from bandit_platform.api.ui.pages import PAGE_HEADERS
+from bandit_platform.api.ui.pages import PAGE_HEADERS, _page
 from bandit_platform.domain.config_diff import config_diff, unified_diff
 from bandit_platform.domain.decisions import ChangeStatus, ExperimentStatus
 from bandit_platform.domain.errors import DomainError, InvalidInput
-from bandit_platform.domain.users import Permission, UiSession
+from bandit_platform.domain.users import Permission
 from bandit_platform.service.experiments import ExperimentService, ExperimentView
 from bandit_platform.settings import Settings
 
@@ -84,23 +83,6 @@ RollbackBody = Annotated[RollbackForm, Body(media_type=RequestEncodingType.URL_E
 
 def _service(request: Request[Any, Any, Any]) -> ExperimentService:
     return ExperimentService(request.app.state.platform)
-
-
-def _page(
-    request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any
-) -> Template:
-    session: UiSession | None = getattr(request.state, "ui_session", None)
-    return Template(
-        template_name=name,
-        context={
-            "user": session.user if session else None,
-            "csrf_field": CSRF_FIELD,
-            "csrf_token": session.csrf_token if session else "",
-            "Permission": Permission,
-            **context,
-        },
-        status_code=status_code,
-    )
 
 
 def _see(path: str) -> Redirect:
