@@ -140,6 +140,18 @@ class ApiKeyRow(SQLModel, table=True):
     scopes: str = Field(max_length=120)
     created_at: datetime = Field(sa_column=_time())
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    #: Requests per second this key may make; None: the server's default.
+    rate_limit_per_second: int | None = None
+
+
+class RateLimitWindowRow(SQLModel, table=True):
+    """Requests granted to an API key in one one-second window, shared by every worker."""
+
+    __tablename__ = "rate_limit_windows"
+
+    api_key_id: int = Field(foreign_key="api_keys.id", primary_key=True)
+    window_start: int = Field(sa_column=sa.Column(BigInt, primary_key=True, autoincrement=False))
+    granted: int
 
 
 class DecisionRow(SQLModel, table=True):
@@ -173,6 +185,8 @@ class DecisionRow(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     requested_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     created_at: datetime = Field(sa_column=_time())
+    #: Set when a consent withdrawal erased `context`; such a row is never learned from.
+    context_erased_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
 
 
 class OutcomeRow(SQLModel, table=True):
@@ -298,3 +312,26 @@ class UiSessionRow(SQLModel, table=True):
     last_seen_at: datetime = Field(sa_column=_time())
     expires_at: datetime = Field(sa_column=_time())
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class SignInThrottleRow(SQLModel, table=True):
+    """Failed sign-ins for one username (known or not) and the lock they caused."""
+
+    __tablename__ = "sign_in_throttles"
+
+    username: str = Field(primary_key=True, max_length=64)
+    failures: int
+    window_started_at: datetime = Field(sa_column=_time())
+    locked_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class ConsentWithdrawalRow(SQLModel, table=True):
+    """A customer withdrew consent: their stored context was erased (pseudonymous key only)."""
+
+    __tablename__ = "consent_withdrawals"
+
+    id: int | None = Field(default=None, sa_column=_big_id())
+    customer_key: str = Field(max_length=64, index=True)
+    api_key_id: int | None = Field(default=None, foreign_key="api_keys.id")
+    withdrawn_at: datetime = Field(sa_column=_time())
+    decisions_erased: int
