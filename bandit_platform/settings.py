@@ -42,6 +42,11 @@ class Settings:
         ui_idle_minutes: a web UI session ends after this long without a request.
         ui_secure_cookies: mark the UI's cookies `Secure` (sent over HTTPS only); on in
             production behind TLS, off for plain-HTTP local use.
+        rate_limit_per_second: requests per second an API key may make, shared by every
+            worker, unless the key carries its own limit; 0 turns the default limit off.
+        group_commit: concurrent decisions of a worker share one transaction (each answered
+            only after its commit); off: one transaction per decision.
+        group_commit_max: the most decisions one shared transaction holds.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -58,6 +63,9 @@ class Settings:
     ui_session_hours: float = 8.0
     ui_idle_minutes: float = 30.0
     ui_secure_cookies: bool = False
+    rate_limit_per_second: int = 1000
+    group_commit: bool = True
+    group_commit_max: int = 256
 
     def __post_init__(self) -> None:
         if len(self.pseudonym_key) < 16:
@@ -66,6 +74,10 @@ class Settings:
             raise ValueError("simulation mode drives the learner itself: set BANDIT_LEARNER=off")
         if not (self.ui_session_hours > 0 and self.ui_idle_minutes > 0):
             raise ValueError("UI session lifetime and idle timeout must be positive")
+        if self.rate_limit_per_second < 0:
+            raise ValueError("BANDIT_RATE_LIMIT_PER_SECOND must be 0 (off) or positive")
+        if self.group_commit_max < 1:
+            raise ValueError("the group commit size must be at least 1")
         if self.simulation_start is not None and self.simulation_start.utcoffset() is None:
             raise ValueError("BANDIT_SIMULATION_START must carry a timezone (e.g. Z)")
 
@@ -76,7 +88,9 @@ class Settings:
         `DATABASE_URL`, `BANDIT_PSEUDONYM_KEY`, `BANDIT_LEARNER` (`on` or `off`),
         `BANDIT_LEARNER_INTERVAL_SECONDS`, `BANDIT_MODEL_REFRESH_SECONDS` (seconds, or `none`
         for only when this worker's own learner published), `BANDIT_UI_SESSION_HOURS`,
-        `BANDIT_UI_IDLE_MINUTES`, `BANDIT_UI_SECURE_COOKIES` (`on` or `off`); for simulation
+        `BANDIT_UI_IDLE_MINUTES`, `BANDIT_UI_SECURE_COOKIES` (`on` or `off`),
+        `BANDIT_RATE_LIMIT_PER_SECOND` (0: off), `BANDIT_GROUP_COMMIT` (`on` or `off`),
+        `BANDIT_GROUP_COMMIT_MAX`; for simulation
         mode only (never in production) `BANDIT_SIMULATION_SEED` (an integer; the learner then
         defaults to off and the model refresh to `none`) and `BANDIT_SIMULATION_START` (ISO
         8601 with timezone).
@@ -103,6 +117,9 @@ class Settings:
             ui_session_hours=float(env.get("BANDIT_UI_SESSION_HOURS", "8")),
             ui_idle_minutes=float(env.get("BANDIT_UI_IDLE_MINUTES", "30")),
             ui_secure_cookies=env.get("BANDIT_UI_SECURE_COOKIES", "off") == "on",
+            rate_limit_per_second=int(env.get("BANDIT_RATE_LIMIT_PER_SECOND", "1000")),
+            group_commit=env.get("BANDIT_GROUP_COMMIT", "on") != "off",
+            group_commit_max=int(env.get("BANDIT_GROUP_COMMIT_MAX", "256")),
         )
 
 
