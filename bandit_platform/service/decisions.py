@@ -1,7 +1,8 @@
 """Decide: consent -> eligibility -> frequency caps -> sticky group -> policy -> draw -> log.
 
 The decision row is committed before `decide` returns, so an answer that leaves the service is
-always in the database (DESIGN.md invariant 1).
+always in the database (DESIGN.md invariant 1). Concurrent decisions of a worker share one
+transaction (group commit, `service.decision_writer`); each still waits for that commit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from bandit_platform.domain.access import AppIdentity
@@ -57,6 +58,14 @@ logger = logging.getLogger(__name__)
 #: Longest text value, and longest list, a decision's context may carry.
 MAX_CONTEXT_TEXT = 200
 MAX_CONTEXT_LIST = 50
+#: PostgreSQL's SQLSTATE of a transaction chosen to break a deadlock.
+DEADLOCK_DETECTED = "40P01"
+
+
+def _concurrent_request_id() -> Conflict:
+    return Conflict(
+        "a decision with this request_id is being made concurrently; retry", field="request_id"
+    )
 
 
 @dataclass(frozen=True)
@@ -169,89 +178,129 @@ class DecisionService:
     def decide(self, request: DecisionRequest, app: AppIdentity) -> Decision:
         """Choose an offer (or none) for the customer and log the decision durably.
 
+        What needs no database (checks, pseudonym, decision id, time) happens in the caller's
+        thread. With group commit (`settings.group_commit`) the rest runs in the platform's
+        decision writer, in a transaction shared with the worker's concurrent decisions, and
+        this returns once that transaction committed; otherwise in a transaction of its own.
+        Either way the customer is locked first and the answer leaves only after the commit.
+
         Raises:
             NotFound: unknown experiment.
             Conflict: the experiment is not running; the request id is being used concurrently.
             InvalidInput: unknown surface, context outside the allow-list or its size limits,
                 a timestamp without timezone, request id reused with another body. Nothing is
                 written in any of these cases.
+            WriterClosed: the worker is shutting down (503).
         """
         check_request(request)
         now = self.platform.clock()
         customer_key = self.platform.pseudonym(request.customer_id)
         decision_id = self.platform.new_id()
+        lock_key = repositories.customer_lock_key(request.experiment, customer_key)
+
+        def job(session: Session) -> Decision:
+            return self._decide_in(session, request, app, customer_key, decision_id, now)
+
+        writer = self.platform.decision_writer
+        if writer is not None:
+            return writer.run(job, [lock_key])
+        with self.platform.session() as session, session.begin():
+            repositories.lock_customers(session, [lock_key])
+            return job(session)
+
+    def _decide_in(
+        self,
+        session: Session,
+        request: DecisionRequest,
+        app: AppIdentity,
+        customer_key: str,
+        decision_id: str,
+        now: datetime,
+    ) -> Decision:
+        """The decision in the caller's transaction, the customer already locked."""
         try:
-            with self.platform.session() as session, session.begin():
-                experiment_row = repositories.experiment_head(session, request.experiment)
-                if experiment_row is None:
-                    raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
-                if experiment_row.status != ExperimentStatus.RUNNING:
-                    raise Conflict(
-                        f"experiment {request.experiment!r} is {experiment_row.status}, "
-                        "not running",
-                        field="experiment",
-                    )
-                compiled = self.platform.compiled_version(
-                    session, experiment_row.id, experiment_row.version
-                )
-                if request.surface not in compiled.config.surfaces:
-                    raise InvalidInput(
-                        f"unknown surface; expected one of {compiled.config.surfaces}",
-                        field="surface",
-                    )
-                context = validate_context(request.context, compiled)
-                fingerprint = request_fingerprint(
-                    request, customer_key, context, self.platform.settings.pseudonym_key
-                )
-                repositories.lock_customer(session, experiment_row.id, customer_key)
-                if request.request_id is not None:
-                    existing = repositories.decision_by_request_id(
-                        session, app.api_key_id, request.request_id
-                    )
-                    if existing is not None:
-                        if existing.request_hash != fingerprint:
-                            raise InvalidInput(
-                                "request_id was already used with a different request",
-                                field="request_id",
-                            )
-                        return decision_from_row(existing, experiment_row.key, replayed=True)
-                group = assign_group(customer_key, experiment_row.salt, compiled.config.traffic)
-                trip = (
-                    experiment_row.guardrail_trip
-                    if group == Group.BANDIT and compiled.config.guardrails
-                    else None
-                )
-                choice = self._choose(
-                    session,
-                    experiment_row,
-                    compiled,
-                    context,
-                    customer_key,
-                    group,
-                    request.consent,
-                    decision_id,
-                    now,
-                    trip,
-                )
-                values = self._row(
-                    decision_id,
-                    experiment_row,
-                    compiled,
-                    app,
-                    request,
-                    customer_key,
-                    fingerprint,
-                    group,
-                    choice,
-                    context,
-                    now,
-                )
-                repositories.insert_decision(session, values)
+            return self._decide_locked(session, request, app, customer_key, decision_id, now)
         except IntegrityError as exc:
+            raise _concurrent_request_id() from exc
+        except OperationalError as exc:
+            # Two workers inserting the same request ids for other customers in opposite
+            # orders: PostgreSQL breaks the deadlock by failing one of the inserts.
+            if getattr(exc.orig, "sqlstate", None) == DEADLOCK_DETECTED:
+                raise _concurrent_request_id() from exc
+            raise
+
+    def _decide_locked(
+        self,
+        session: Session,
+        request: DecisionRequest,
+        app: AppIdentity,
+        customer_key: str,
+        decision_id: str,
+        now: datetime,
+    ) -> Decision:
+        experiment_row = repositories.experiment_head(session, request.experiment)
+        if experiment_row is None:
+            raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
+        if experiment_row.status != ExperimentStatus.RUNNING:
             raise Conflict(
-                "a decision with this request_id is being made concurrently; retry",
-                field="request_id",
-            ) from exc
+                f"experiment {request.experiment!r} is {experiment_row.status}, not running",
+                field="experiment",
+            )
+        compiled = self.platform.compiled_version(
+            session, experiment_row.id, experiment_row.version
+        )
+        if request.surface not in compiled.config.surfaces:
+            raise InvalidInput(
+                f"unknown surface; expected one of {compiled.config.surfaces}",
+                field="surface",
+            )
+        context = validate_context(request.context, compiled)
+        fingerprint = request_fingerprint(
+            request, customer_key, context, self.platform.settings.pseudonym_key
+        )
+        if request.request_id is not None:
+            existing = repositories.decision_by_request_id(
+                session, app.api_key_id, request.request_id
+            )
+            if existing is not None:
+                if existing.request_hash != fingerprint:
+                    raise InvalidInput(
+                        "request_id was already used with a different request",
+                        field="request_id",
+                    )
+                return decision_from_row(existing, experiment_row.key, replayed=True)
+        group = assign_group(customer_key, experiment_row.salt, compiled.config.traffic)
+        trip = (
+            experiment_row.guardrail_trip
+            if group == Group.BANDIT and compiled.config.guardrails
+            else None
+        )
+        choice = self._choose(
+            session,
+            experiment_row,
+            compiled,
+            context,
+            customer_key,
+            group,
+            request.consent,
+            decision_id,
+            now,
+            trip,
+        )
+        values = self._row(
+            decision_id,
+            experiment_row,
+            compiled,
+            app,
+            request,
+            customer_key,
+            fingerprint,
+            group,
+            choice,
+            context,
+            now,
+        )
+        repositories.insert_decision(session, values)
         return decision_from_values(
             values, request.experiment, dropped=list(context.dropped_protected)
         )

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from bandit_platform.domain.config import CompiledExperiment, config_from_builtins, validate_config
 from bandit_platform.policies.vw_adapter import ContextualBanditModel
+from bandit_platform.service.decision_writer import DecisionWriter
 from bandit_platform.settings import Settings
 from bandit_platform.storage import repositories
 from bandit_platform.storage.database import create_engine, read_only
@@ -65,6 +66,17 @@ class Platform:
         self._model_checked: dict[int, float] = {}
         self._bad_snapshots: dict[int, set[int]] = {}
         self._lock = threading.Lock()
+        #: Group commit of decisions (None with `settings.group_commit` off: one transaction
+        #: per decision). Its thread starts with the first decision.
+        self.decision_writer: DecisionWriter | None = (
+            DecisionWriter(
+                self.session,
+                repositories.lock_customers,
+                max_batch=settings.group_commit_max,
+            )
+            if settings.group_commit
+            else None
+        )
 
     def session(self) -> Session:
         """A new session for work that writes; use it with `session.begin()`.
@@ -183,5 +195,7 @@ class Platform:
         repositories.increment_counter(session, "snapshots.corrupt")
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Finish the decisions already queued, refuse later ones, release the connections."""
+        if self.decision_writer is not None:
+            self.decision_writer.close()
         self.engine.dispose()

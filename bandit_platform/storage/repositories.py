@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -114,27 +114,68 @@ def api_key_by_prefix(session: Session, prefix: str) -> ApiKeyRow | None:
     return session.exec(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
 
 
-def lock_customer(session: Session, experiment_id: int, customer_key: str) -> None:
-    """Serialise decisions for one customer of one experiment until the transaction ends.
+#: A customer lock's key: the two 32-bit halves of PostgreSQL's two-key advisory lock space
+#: (apart from the one-key space that other locks use).
+CustomerLockKey = tuple[int, int]
+
+_LOCK_CUSTOMERS = sa.text(
+    "SELECT pg_advisory_xact_lock(a, b) "
+    "FROM unnest(CAST(:a AS integer[]), CAST(:b AS integer[])) WITH ORDINALITY AS t(a, b, i) "
+    "ORDER BY i"
+)
+
+
+def customer_lock_key(experiment_key: str, customer_key: str) -> CustomerLockKey:
+    """The lock key of one customer (pseudonym) in one experiment (by key).
+
+    Computed without the database, so that a batch of decisions can take every lock it needs
+    before it reads anything.
+    """
+    digest = hashlib.sha256(f"{experiment_key}\x00{customer_key}".encode()).digest()
+    return (
+        int.from_bytes(digest[:4], "big", signed=True),
+        int.from_bytes(digest[4:8], "big", signed=True),
+    )
+
+
+def lock_customers(session: Session, keys: Iterable[CustomerLockKey]) -> None:
+    """Serialise decisions for these customers of these experiments until the transaction ends.
 
     SQLite transactions already hold the database's write lock (BEGIN IMMEDIATE); PostgreSQL
-    takes a transaction-scoped advisory lock on the pair.
+    takes a transaction-scoped advisory lock per key, in one statement and in sorted order, so
+    that two transactions locking overlapping sets cannot deadlock each other.
     """
     if session.get_bind().dialect.name != "postgresql":
         return
-    lock_id = int(customer_key[:15], 16) ^ (experiment_id << 1)
-    session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
+    session.connection().execute(
+        _LOCK_CUSTOMERS, {"a": [a for a, _ in ordered], "b": [b for _, b in ordered]}
+    )
+
+
+_DECISION_BY_REQUEST_ID = sa.select(_DECISIONS.c.id).where(
+    _DECISIONS.c.api_key_id == sa.bindparam("api_key_id"),
+    _DECISIONS.c.request_id == sa.bindparam("request_id"),
+)
 
 
 def decision_by_request_id(
     session: Session, api_key_id: int, request_id: str
 ) -> DecisionRow | None:
-    """The decision an app already asked for with this request id, or None."""
-    return session.exec(
-        select(DecisionRow).where(
-            DecisionRow.api_key_id == api_key_id, DecisionRow.request_id == request_id
-        )
-    ).first()
+    """The decision an app already asked for with this request id, or None.
+
+    Almost every request id is new: a Core query for the id answers those without building
+    ORM objects, and only a replay loads the row.
+    """
+    found = session.connection().execute(
+        _DECISION_BY_REQUEST_ID, {"api_key_id": api_key_id, "request_id": request_id}
+    )
+    decision_id = found.scalar()
+    if decision_id is None:
+        return None
+    return session.get(DecisionRow, decision_id)
 
 
 def offers_shown_since(

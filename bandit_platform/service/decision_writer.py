@@ -1,0 +1,219 @@
+"""Group commit: the concurrent decisions of one worker share one transaction.
+
+Callers submit jobs (a callable that does its reads and writes in the session it is given)
+and block until the transaction holding their job has committed. One writer thread takes
+every job queued (up to `max_batch`), opens one transaction, takes the customer locks of all
+of them in sorted order (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), runs each
+job inside a SAVEPOINT and commits once. A job that raises rolls back its own savepoint and
+fails alone; if anything else fails (a lock, a savepoint, the commit), every job of the batch
+gets that exception and nothing of the batch is written. Results are handed out only after
+the commit, so an answer never leaves before its row is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlmodel import Session
+
+from bandit_platform.domain.errors import DomainError
+from bandit_platform.storage.repositories import CustomerLockKey
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Takes the customer locks of a batch in the batch's transaction.
+LockCustomers = Callable[[Session, Sequence[CustomerLockKey]], None]
+
+
+class WriterClosed(DomainError):
+    """The worker is shutting down and takes no more decisions."""
+
+    status_hint = 503
+
+
+@dataclass
+class _Job:
+    run: Callable[[Session], Any]
+    lock_keys: tuple[CustomerLockKey, ...]
+    future: Future[Any]
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What the writer did since it was made."""
+
+    #: Jobs taken from the queue (each in exactly one batch).
+    jobs: int
+    #: Transactions opened, one per batch.
+    batches: int
+    #: Batches that committed.
+    commits: int
+    #: Batches that failed as a whole (nothing of them written).
+    failed_batches: int
+    #: The most jobs one batch held.
+    largest_batch: int
+
+
+_STOP = object()
+
+
+class DecisionWriter:
+    """One writer thread that runs submitted jobs in shared transactions. Thread-safe."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        lock_customers: LockCustomers,
+        *,
+        max_batch: int,
+        name: str = "decision-writer",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._session_factory = session_factory
+        self._lock_customers = lock_customers
+        self._max_batch = max_batch
+        self._name = name
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._jobs = 0
+        self._batches = 0
+        self._commits = 0
+        self._failed = 0
+        self._largest = 0
+
+    # --- callers ------------------------------------------------------------------------------
+
+    def submit(
+        self, run: Callable[[Session], T], lock_keys: Sequence[CustomerLockKey] = ()
+    ) -> Future[T]:
+        """Queue a job; its future resolves after the transaction holding it committed.
+
+        Raises:
+            WriterClosed: after `close`.
+        """
+        future: Future[T] = Future()
+        job = _Job(run, tuple(lock_keys), future)
+        with self._lock:
+            if self._closed:
+                raise WriterClosed("the service is shutting down; retry on another worker")
+            if self._thread is not None and not self._thread.is_alive():
+                raise WriterClosed("the decision writer has stopped; retry on another worker")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._queue.put(job)
+        return future
+
+    def run(self, run: Callable[[Session], T], lock_keys: Sequence[CustomerLockKey] = ()) -> T:
+        """Submit a job and wait for its result (raised exceptions are re-raised here)."""
+        return self.submit(run, lock_keys).result()
+
+    def pending(self) -> int:
+        """Jobs queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
+    def stats(self) -> WriterStats:
+        """Counts of jobs, batches and commits so far."""
+        with self._lock:
+            return WriterStats(
+                self._jobs, self._batches, self._commits, self._failed, self._largest
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish every job already queued, then stop; later submissions raise WriterClosed."""
+        with self._lock:
+            if self._closed:
+                thread = self._thread
+            else:
+                self._closed = True
+                thread = self._thread
+                if thread is not None:
+                    self._queue.put(_STOP)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            jobs = [job for job in batch if isinstance(job, _Job)]
+            try:
+                self._run_batch(jobs)
+            except BaseException as exc:  # never leave a caller waiting
+                logger.exception("the decision writer failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        with self._lock:
+            self._jobs += len(batch)
+            self._batches += 1
+            self._largest = max(self._largest, len(batch))
+        if not jobs:
+            return
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        try:
+            with self._session_factory() as session, session.begin():
+                self._lock_customers(session, [key for job in jobs for key in job.lock_keys])
+                connection = session.connection()
+                for job in jobs:
+                    # A Core savepoint (cheaper than the ORM's `session.begin_nested`): the
+                    # session is flushed inside it, and cleared when it is rolled back, so
+                    # that nothing a failed job added to the session survives.
+                    savepoint = connection.begin_nested()
+                    try:
+                        result = job.run(session)
+                        session.flush()
+                    except Exception as exc:
+                        savepoint.rollback()
+                        session.expunge_all()
+                        outcomes.append((job, False, exc))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((job, True, result))
+        except Exception as exc:
+            with self._lock:
+                self._failed += 1
+            if not isinstance(exc, DomainError):
+                logger.error(
+                    "a batch of %d decisions failed and was rolled back: %r", len(jobs), exc
+                )
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        with self._lock:
+            self._commits += 1
+        for job, succeeded, value in outcomes:
+            if succeeded:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
