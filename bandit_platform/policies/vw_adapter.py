@@ -9,10 +9,12 @@ order of the arms it was given. Cost is the negative reward: VW minimises cost.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import cast
 
 import vowpal_wabbit_next as vw
+from vowpal_wabbit_next import _core
 
 from bandit_platform.domain.config import (
     RND,
@@ -94,6 +96,10 @@ def _line(namespaces: Namespaces, prefix: str = "") -> str:
     for namespace, features in namespaces.items():
         tokens = " ".join(name if value == 1.0 else f"{name}:{value!r}" for name, value in features)
         parts.append(f"|{namespace} {tokens}" if tokens else f"|{namespace}")
+    if not namespaces:
+        # Without a `|` VW reads "shared" as an action, and an empty line as the end of the
+        # multi-line example.
+        parts.append("|")
     return " ".join(parts)
 
 
@@ -126,10 +132,41 @@ def _without_random_seed(arguments: Sequence[str]) -> list[str]:
     return result
 
 
-class ContextualBanditModel:
-    """A VW `--cb_explore_adf` workspace, safe to share between threads."""
+#: How many parsed action (offer-variant) examples a model keeps, least recently used first out.
+#: An experiment has tens of arms per configuration version; a few thousand lines cover many
+#: versions and experiments whose actions differ only in their features.
+ACTION_CACHE_SIZE = 4096
 
-    def __init__(self, arguments: Sequence[str], model_data: bytes | None = None) -> None:
+
+class ContextualBanditModel:
+    """A VW `--cb_explore_adf` workspace, safe to share between threads.
+
+    A prediction parses only the shared (customer) line: each action line is parsed once and
+    its example reused, since the actions of an experiment repeat from decision to decision.
+    VW sets an example up for the workspace (scaled feature indices, the constant feature,
+    its interactions) at the start of every predict or learn and undoes it at the end (even
+    when VW raises), so a reused example is the one the parser produced; predictions from
+    reused examples are identical, bit for bit, to those from fresh parses, for every
+    explorer (`tests/policies/test_vw_cache.py`). The examples belong to this workspace and
+    go with it.
+
+    The hot path calls `vowpal_wabbit_next`'s core (`_core._parse_line_text`,
+    `predict_multi_ex_one`) directly: the public wrapper asks the workspace for its label
+    type once per parsed example and once more per example at every predict and learn, which
+    cost more than VW's own work on an example. The version is pinned, and the tests compare
+    this path with the public one.
+
+    One lock serialises parsing, the cache and VW: VW mutates the examples while it works on
+    them, so two threads must never share one at the same time.
+    """
+
+    def __init__(
+        self,
+        arguments: Sequence[str],
+        model_data: bytes | None = None,
+        *,
+        action_cache_size: int = ACTION_CACHE_SIZE,
+    ) -> None:
         self.arguments = list(arguments)
         if model_data is None:
             self._workspace = vw.Workspace(self.arguments)
@@ -139,17 +176,59 @@ class ContextualBanditModel:
             self._workspace = vw.Workspace(
                 _without_random_seed(self.arguments), model_data=model_data
             )
-        self._parser = vw.TextFormatParser(self._workspace)
+        self._core: _core.Workspace = self._workspace._workspace
         self._lock = threading.Lock()
+        self._cache_size = action_cache_size
+        #: Parsed unlabelled action examples by their text line, least recently used first.
+        self._actions: OrderedDict[str, _core.Example] = OrderedDict()
+        #: The text line of an action's namespaces, by the identity of the namespaces object:
+        #: (the object, a copy of its contents when the line was made, the line). A hit needs
+        #: the same object with the same contents in the same order.
+        self._lines: dict[int, tuple[Namespaces, Namespaces, str]] = {}
 
-    def _parse(self, lines: Sequence[str]) -> list[vw.Example]:
-        return [self._parser.parse_line(line) for line in lines]
+    def _action_line(self, action: Namespaces) -> str:
+        entry = self._lines.get(id(action))
+        if (
+            entry is not None
+            and entry[0] is action
+            and entry[1] == action
+            and list(entry[1]) == list(action)
+        ):
+            return entry[2]
+        line = _line(action)
+        if len(self._lines) >= self._cache_size:
+            del self._lines[next(iter(self._lines))]
+        self._lines[id(action)] = (action, {ns: list(f) for ns, f in action.items()}, line)
+        return line
+
+    def _examples(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[_core.Example]:
+        """The shared example (parsed now) and every action's (cached); under the lock."""
+        parse = _core._parse_line_text
+        workspace = self._core
+        cache = self._actions
+        examples = [parse(workspace, _line(shared, "shared"))]
+        used: set[int] = set()
+        for action in actions:
+            line = self._action_line(action)
+            example = cache.get(line)
+            if example is None:
+                example = parse(workspace, line)
+                cache[line] = example
+                if len(cache) > self._cache_size:
+                    cache.popitem(last=False)
+            elif id(example) in used:
+                # The same action twice in one call: VW cannot set one example up twice.
+                example = parse(workspace, line)
+            else:
+                cache.move_to_end(line)
+            used.add(id(example))
+            examples.append(example)
+        return examples
 
     def predict(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
         """The model's probability of each action, in the order given."""
-        lines = example_lines(shared, actions)
         with self._lock:
-            scores = self._workspace.predict_one(self._parse(lines))
+            scores = self._core.predict_multi_ex_one(self._examples(shared, actions))
         if not isinstance(scores, list):
             raise TypeError(f"unexpected VW prediction {scores!r}")
         probabilities = [0.0] * len(actions)
@@ -165,10 +244,16 @@ class ContextualBanditModel:
         reward: float,
         propensity: float,
     ) -> None:
-        """Learn from one logged decision: cost is the negative reward."""
-        lines = example_lines(shared, actions, (chosen, -reward, propensity))
+        """Learn from one logged decision: cost is the negative reward.
+
+        The chosen action's labelled line is parsed afresh (and not cached); the others are
+        the cached unlabelled examples that predictions use.
+        """
+        labelled = _line(actions[chosen], f"0:{-reward!r}:{propensity!r}")
         with self._lock:
-            self._workspace.learn_one(self._parse(lines))
+            examples = self._examples(shared, actions)
+            examples[chosen + 1] = _core._parse_line_text(self._core, labelled)
+            self._core.learn_multi_ex_one(examples)
 
     def serialize(self) -> bytes:
         """The model's bytes, loadable by `ContextualBanditModel(arguments, model_data=...)`."""

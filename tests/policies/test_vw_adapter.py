@@ -154,6 +154,18 @@ def test_example_lines() -> None:
     ]
 
 
+def test_a_line_without_features_still_has_a_namespace_bar() -> None:
+    """Without `|`, VW would read "shared" as one more action (and "" as the end of the
+    example); an empty context must still give one probability per action."""
+    assert example_lines({}, [{}]) == ["shared |", "|"]
+    model = ContextualBanditModel(model_arguments(EpsilonGreedy()))
+
+    probabilities = model.predict({}, ACTIONS)
+
+    assert len(probabilities) == len(ACTIONS)
+    assert is_valid(probabilities)
+
+
 # --------------------------------------------------------------------------------------------
 # Every explorer: valid probabilities, in the order of the actions given
 # --------------------------------------------------------------------------------------------
