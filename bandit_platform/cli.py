@@ -25,13 +25,14 @@ from bandit_platform.settings import Settings
 from bandit_platform.storage.database import upgrade
 
 FACTORY = "bandit_platform.api.app:app_from_environment"
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _settings() -> Settings:
     return Settings.from_environment()
 
 
-def _serve(host: str, port: int, workers: int, server: str) -> None:
+def _serve(host: str, port: int, workers: int, server: str, *, access_log: bool) -> None:
     if server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
@@ -43,6 +44,7 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
             workers=workers,
             interface=Interfaces.ASGI,
             factory=True,
+            log_access=access_log,
         ).serve()
         return
     import uvicorn
@@ -54,7 +56,12 @@ def _serve(host: str, port: int, workers: int, server: str) -> None:
         workers=workers,
         factory=True,
         log_level="info",
+        access_log=access_log,
         server_header=False,
+        # A worker answers the supervisor's health check only once its interpreter has
+        # started; on a busy machine that takes longer than uvicorn's 5 s default, and a
+        # worker killed for it is replaced by one that is killed for the same reason.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
@@ -73,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         upgrade(settings.database_url)
     print(f"serving on http://{args.host}:{args.port}  (OpenAPI: /schema)", flush=True)
-    _serve(args.host, args.port, args.workers, args.server)
+    _serve(args.host, args.port, args.workers, args.server, access_log=not args.no_access_log)
     return 0
 
 
@@ -173,7 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"-d @examples/requests/decision.json {url}/v1/decisions",
         flush=True,
     )
-    _serve(args.host, args.port, args.workers, args.server)
+    _serve(args.host, args.port, args.workers, args.server, access_log=not args.no_access_log)
     return 0
 
 
@@ -183,14 +190,38 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     platform = Platform(settings)
     try:
         scopes = {Scope(s) for s in args.scopes.split(",") if s}
-        key = ApiKeyService(platform).create(args.name, scopes)
+        key = ApiKeyService(platform).create(
+            args.name, scopes, rate_limit_per_second=args.rate_limit
+        )
     finally:
         platform.close()
     print(key.secret)
+    limit = "the server's default" if args.rate_limit is None else args.rate_limit or "none"
     print(
-        f"(API key {args.name!r}, scopes {sorted(scopes)}; store it now, it is not shown again)",
+        f"(API key {args.name!r}, scopes {sorted(scopes)}, rate limit {limit} per second; "
+        "store it now, it is not shown again)",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_apikey_list(_: argparse.Namespace) -> int:
+    settings = _settings()
+    platform = Platform(settings)
+    try:
+        keys = ApiKeyService(platform).all()
+    finally:
+        platform.close()
+    default = settings.rate_limit_per_second or "none"
+    print(f"{'prefix':<14}{'name':<32}{'scopes':<28}{'limit/s':<20}status")
+    for key in keys:
+        if key.rate_limit_per_second is None:
+            limit = f"default ({default})"
+        else:
+            limit = str(key.rate_limit_per_second or "none")
+        status = "active" if key.revoked_at is None else f"revoked {key.revoked_at:%Y-%m-%d}"
+        scopes = ",".join(sorted(key.scopes))
+        print(f"{key.prefix:<14}{key.name[:31]:<32}{scopes:<28}{limit:<20}{status}")
     return 0
 
 
@@ -258,6 +289,32 @@ def cmd_user_list(_: argparse.Namespace) -> int:
     for user in users:
         state = "disabled" if user.disabled_at else "active"
         print(f"{user.username}\t{user.role.value}\t{state}")
+    return 0
+
+
+def cmd_customer_erase(args: argparse.Namespace) -> int:
+    """A customer withdrew consent: erase their stored context in every experiment.
+
+    The id comes from the argument or, without one (or with `-`), from the first line of
+    stdin, which keeps it out of the process list and the shell's history. It is never
+    printed or logged.
+    """
+    from bandit_platform.service.privacy import ConsentService
+
+    customer_id = args.customer_id
+    if customer_id in (None, "-"):
+        customer_id = sys.stdin.readline().rstrip("\r\n")
+    settings = _settings()
+    upgrade(settings.database_url)
+    platform = Platform(settings)
+    try:
+        withdrawal = ConsentService(platform).withdraw(customer_id, None)
+    finally:
+        platform.close()
+    print(
+        f"consent withdrawal {withdrawal.withdrawal_id}: the context of "
+        f"{withdrawal.decisions_erased} decisions was erased"
+    )
     return 0
 
 
@@ -600,6 +657,12 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log one line per request (uvicorn; about a quarter of the event loop's "
+        "time at full load, see docs/scaling.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -641,7 +704,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="decide,outcome,read",
         help="comma-separated: decide, outcome, read, manage",
     )
+    create.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests per second this key may make, shared by every worker (0: no limit; "
+        "default: BANDIT_RATE_LIMIT_PER_SECOND)",
+    )
     create.set_defaults(handler=cmd_apikey_create)
+    apikey_list = apikey_commands.add_parser(
+        "list", help="list keys: prefix, name, scopes, rate limit, status"
+    )
+    apikey_list.set_defaults(handler=cmd_apikey_list)
     revoke = apikey_commands.add_parser("revoke", help="revoke a key (it stops working at once)")
     revoke.add_argument("--prefix", required=True, help="the part after bpk_, before the next _")
     revoke.set_defaults(handler=cmd_apikey_revoke)
@@ -668,6 +743,19 @@ def build_parser() -> argparse.ArgumentParser:
     user_disable.set_defaults(handler=cmd_user_disable)
     user_list = user_commands.add_parser("list", help="list users, roles and whether active")
     user_list.set_defaults(handler=cmd_user_list)
+
+    customer = commands.add_parser("customer", help="act on a customer's stored data")
+    customer_commands = customer.add_subparsers(dest="customer_command", required=True)
+    erase = customer_commands.add_parser(
+        "erase",
+        help="the customer withdrew consent: erase the context of all their decisions",
+    )
+    erase.add_argument(
+        "customer_id",
+        nargs="?",
+        help="the bank's customer id; omit it (or give -) to read it from stdin",
+    )
+    erase.set_defaults(handler=cmd_customer_erase)
 
     experiment = commands.add_parser("experiment", help="manage experiments from files")
     experiment_commands = experiment.add_subparsers(dest="experiment_command", required=True)

@@ -244,9 +244,23 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+SERVER_READY_SECONDS = 180.0
+
+
 def start_server(
-    db_url: str, log: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    db_url: str,
+    log: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = SERVER_READY_SECONDS,
 ) -> Server:
+    """Start `bandit-platform serve` as its own process and wait until it reports ready.
+
+    The wait is generous because a busy machine (two CI workers, a browser, a study in a
+    background process) can take well over a minute to import and migrate; a server that
+    fails fast is reported at once from its log.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -273,7 +287,7 @@ def start_server(
         cwd=REPO,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             handle.close()

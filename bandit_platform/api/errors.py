@@ -7,10 +7,13 @@ import re
 from typing import Any
 
 from litestar import MediaType, Request, Response
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from bandit_platform.domain.errors import DomainError
+from bandit_platform.features.context import IdentifierInContext
+from bandit_platform.service.privacy import count_refused_identifiers
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +51,18 @@ def problem(status: int, detail: str, field: str | None = None) -> Response[dict
     return Response(content=body, status_code=status, media_type=PROBLEM_JSON)
 
 
-def domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    """Domain errors carry their status and field."""
-    return problem(exc.status_hint, exc.message, exc.field)
+def domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    """Domain errors carry their status and field.
+
+    A context refused for a direct identifier is counted (`decisions.identifier_refused` and
+    one counter per kind) after the answer is sent, in a worker thread.
+    """
+    response = problem(exc.status_hint, exc.message, exc.field)
+    if isinstance(exc, IdentifierInContext):
+        platform = request.app.state.get("platform")
+        if platform is not None:
+            response.background = BackgroundTask(count_refused_identifiers, platform, exc.counters)
+    return response
 
 
 def _validation_field(message: str, key: object, source: object) -> str | None:

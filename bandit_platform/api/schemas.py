@@ -7,15 +7,18 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from bandit_platform.domain.config import Explorer
+from bandit_platform.domain.config import MAX_CONTEXT_FIELDS, Explorer
 from bandit_platform.domain.decisions import ExperimentStatus
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Text and list lengths are checked by the decision service, which can name the field: msgspec
-# reports a value inside a dict as `[...]`, without its key.
+# reports a value inside a dict as `[...]`, without its key. Numbers are 64-bit integers or
+# finite floats (JSON has no infinity; `1e999` is malformed), ranges are the allow-list's.
 ContextValue = bool | int | float | str | list[str]
-Section = Annotated[dict[Name, ContextValue], msgspec.Meta(max_length=100)]
+#: Most fields one context section may carry.
+MAX_SECTION_FIELDS = 100
+Section = Annotated[dict[Name, ContextValue], msgspec.Meta(max_length=MAX_SECTION_FIELDS)]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -29,6 +32,12 @@ class DecisionContext(_Body, kw_only=True):
     cash_flow: Section = msgspec.field(default_factory=dict)
     behavior: Section = msgspec.field(default_factory=dict)
     trigger: Section = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        total = len(self.profile) + len(self.cash_flow) + len(self.behavior) + len(self.trigger)
+        if total > MAX_CONTEXT_FIELDS:
+            # msgspec reports this as a validation error at `$.context`.
+            raise ValueError(f"at most {MAX_CONTEXT_FIELDS} fields in all sections, not {total}")
 
 
 class DecisionRequestBody(_Body, kw_only=True):

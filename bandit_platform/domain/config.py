@@ -7,7 +7,8 @@ Two layers of validation:
 * **Meaning** is checked by `validate_config`: references between parts (the fallback offer
   exists, cap offers exist, incumbent rules name real offers), expressions parse and only read
   allowed, non-protected context fields, the traffic split adds up to 100, the probability
-  floor is achievable. Each problem raises `InvalidInput` whose `field` is the JSON path.
+  floor is achievable, and no context field names a direct identifier
+  (`identifier_field_kind`). Each problem raises `InvalidInput` whose `field` is the JSON path.
 """
 
 from __future__ import annotations
@@ -403,6 +404,89 @@ class CompiledExperiment:
         return arms
 
 
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+#: Direct identifiers, by what a context field's name ends with. A name is split into words
+#: (at `_`, `-`, `.` and camelCase), trailing numbers are dropped (`email_2`), and the words of
+#: each ending are joined (`e_mail` -> `email`, `phoneNumber` -> `phonenumber`,
+#: `home_phone_number` -> ..., `phonenumber`), so `customer_email`, `billing_address` or
+#: `card_pan` are identifiers while `email_opens_30d` or `phone_os` are not.
+IDENTIFIER_ENDINGS: dict[str, tuple[str, ...]] = {
+    "name": _words(
+        "fullname firstname lastname givenname givennames surname familyname middlename "
+        "maidenname forename forenames customername legalname displayname username"
+    ),
+    "email address": ("email", "emailaddress", "emailaddr"),
+    "phone number": _words(
+        "phone phonenumber phoneno phonenum telephone telephonenumber telno telnumber mobile "
+        "mobilenumber mobileno mobilephone cellphone cellnumber msisdn"
+    ),
+    "postal address": _words(
+        "address addressline streetaddress street postcode postalcode zipcode zip"
+    ),
+    "bank account": _words(
+        "iban accountnumber accountno accountnum acctnumber acctno bankaccount "
+        "bankaccountnumber sortcode routingnumber"
+    ),
+    "payment card": ("cardnumber", "cardno", "cardnum", "pan", "cvv", "cvc"),
+    "government id": _words(
+        "ssn socialsecuritynumber socialsecurityno nationalid nationalidnumber "
+        "nationalidentifier nationalinsurancenumber nino taxid taxnumber passport "
+        "passportnumber passportno driverslicense driverslicence driverlicense driverlicence "
+        "drivinglicense drivinglicence licensenumber licencenumber idnumber idcard"
+    ),
+    "date of birth": ("dateofbirth", "birthdate", "birthday", "dob"),
+    "network or device id": _words(
+        "ip ipaddress ipaddr ipv4 ipv6 macaddress macaddr deviceid deviceidentifier imei idfa "
+        "gaid advertisingid udid"
+    ),
+    "customer id": _words(
+        "customerid customernumber customerno clientid clientnumber userid loginid loginname"
+    ),
+}
+#: Names that are identifiers only on their own (`name`, but not `merchant_name`).
+IDENTIFIER_NAMES: dict[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "email address": ("mail",),
+    "phone number": ("tel", "cell"),
+    "government id": ("nin", "tin", "id"),
+    "customer id": ("cif", "login"),
+}
+_IDENTIFIER_ENDING = {word: kind for kind, words in IDENTIFIER_ENDINGS.items() for word in words}
+_IDENTIFIER_NAME = {word: kind for kind, words in IDENTIFIER_NAMES.items() for word in words}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
+
+
+def identifier_field_kind(name: str) -> str | None:
+    """The kind of direct identifier a context field's name denotes (`profile.e_mail`:
+    "email address"), or None. The section (before the first `.`) is ignored."""
+    local = name.split(".", 1)[1] if "." in name else name
+    words = [w for w in _WORD_SEPARATORS.split(_CAMEL.sub("_", local).lower()) if w]
+    for candidate in (words, _without_trailing_numbers(words)):
+        if not candidate:
+            continue
+        found = _IDENTIFIER_NAME.get("".join(candidate))
+        if found is not None:
+            return found
+        for start in range(len(candidate)):
+            found = _IDENTIFIER_ENDING.get("".join(candidate[start:]))
+            if found is not None:
+                return found
+    return None
+
+
+def _without_trailing_numbers(words: list[str]) -> list[str]:
+    trimmed = list(words)
+    while trimmed and trimmed[-1].isdigit():
+        trimmed.pop()
+    if trimmed:
+        trimmed[-1] = trimmed[-1].rstrip("0123456789")
+    return [w for w in trimmed if w]
+
+
 _DECODER = msgspec.json.Decoder(ExperimentConfig)
 
 
@@ -498,6 +582,17 @@ def validate_config(config: ExperimentConfig) -> CompiledExperiment:
         seen_fields.add(name)
     protected = frozenset(config.protected_attributes)
     for index, context_field in enumerate(config.context_fields):
+        identifier = (
+            identifier_field_kind(context_field.name) if context_field.type != "boolean" else None
+        )
+        if identifier is not None:
+            # A boolean cannot carry the identifier itself (`profile.has_email`).
+            raise InvalidInput(
+                f"{context_field.name!r} names a direct identifier ({identifier}), which may "
+                "not be a context field: send a coarse, derived feature instead (e.g. an age "
+                "band, not a date of birth)",
+                field=f"context_fields[{index}].name",
+            )
         if context_field.name in protected:
             raise InvalidInput(
                 f"{context_field.name!r} is a protected attribute and cannot be a context field",

@@ -2,6 +2,13 @@
 
 Protected attributes are dropped here, before anything else sees the context: they are never
 stored, never evaluated by a rule and never reach a policy.
+
+Free-text values (a `category` or `categories` field without a fixed `values` list) are also
+checked for direct identifiers: text that looks like an email address, a phone number, an
+IBAN (valid mod-97 checksum) or a payment card number (13-19 digits, valid Luhn checksum) is
+refused with `IdentifierInContext`, which names the field and the kind, never the value. Only
+strings are looked at, and cheap tests come first (no `@` and fewer than seven digits: done),
+so a context of numbers, booleans and fixed categories costs nothing more.
 """
 
 from __future__ import annotations
@@ -27,6 +34,103 @@ FlatContext = dict[str, ContextValue]
 Namespaces = dict[str, list[tuple[str, float]]]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+#: The kinds of direct identifier a free-text context value is checked for, as messages say.
+IDENTIFIER_KINDS: dict[str, str] = {
+    "email": "an email address",
+    "phone": "a phone number",
+    "iban": "an IBAN",
+    "card_number": "a payment card number",
+}
+#: Counter of decisions refused for an identifier in their context; one per kind is kept as
+#: `<counter>.<kind>` too.
+IDENTIFIER_COUNTER = "decisions.identifier_refused"
+
+#: A local part (any character an address may carry unquoted), `@`, a dotted domain.
+_EMAIL = re.compile(
+    r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z][A-Za-z0-9\-]+"
+)
+#: Country code, check digits, then the account part, written compact or in groups of four.
+_IBAN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,4})?"
+    r"(?![A-Za-z0-9])"
+)
+#: 13 to 19 digits, each optionally separated by one space or dash.
+_CARD = re.compile(r"(?<!\d)\d(?:[ \-]?\d){12,18}(?!\d)")
+#: A run of digits with the separators phone numbers are written with.
+_PHONE = re.compile(r"(?<![\w+])\+?[(\d][\d \-.()]*\d(?!\w)")
+_DECIMAL = re.compile(r"\d+\.\d+")
+
+
+class IdentifierInContext(InvalidInput):
+    """A context value looks like a direct identifier. The message names the field and the
+    kind of identifier, never the value."""
+
+    def __init__(self, kind: str, *, field: str, item: int | None = None) -> None:
+        where = "" if item is None else f"item {item} "
+        super().__init__(
+            f"{where}looks like {IDENTIFIER_KINDS[kind]}; direct identifiers may not be sent "
+            "in a context",
+            field=field,
+        )
+        self.kind = kind
+
+    @property
+    def counters(self) -> tuple[str, str]:
+        """The counters a refusal adds one to: all refusals, and this kind's."""
+        return IDENTIFIER_COUNTER, f"{IDENTIFIER_COUNTER}.{self.kind}"
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char)  # `\d` matched it: a decimal digit of some script
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _iban_valid(text: str) -> bool:
+    compact = text.replace(" ", "").upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _phone_like(run: str) -> bool:
+    digits = sum(c.isdigit() for c in run)
+    if run.startswith("+"):
+        return 7 <= digits <= 15
+    # Nine or more digits without a leading `+`: a national number; a decimal is not one.
+    return 9 <= digits <= 15 and _DECIMAL.fullmatch(run) is None
+
+
+def identifier_kind(text: str) -> str | None:
+    """The kind of direct identifier `text` contains (a key of `IDENTIFIER_KINDS`), or None.
+
+    Looks for an email address, an IBAN with a valid checksum, a card number with a valid Luhn
+    checksum, and a phone number (7-15 digits after a `+`, or 9-15 without), in that order.
+    """
+    if len(text) < 6:
+        return None
+    if "@" in text and _EMAIL.search(text) is not None:
+        return "email"
+    # Every other kind has at least seven digits (a phone number after `+`, the fewest).
+    if sum(map(str.isdigit, text)) < 7:
+        return None
+    for match in _IBAN.finditer(text):
+        if _iban_valid(match.group()):
+            return "iban"
+    for match in _CARD.finditer(text):
+        digits = match.group().replace(" ", "").replace("-", "")
+        if _luhn(digits):
+            return "card_number"
+    for match in _PHONE.finditer(text):
+        if _phone_like(match.group()):
+            return "phone"
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,15 +159,25 @@ def _check_value(spec: ContextField, value: object, field: str) -> ContextValue:
     if spec.type == "category":
         if not isinstance(value, str):
             raise InvalidInput("must be a string", field=field)
-        if spec.values is not None and value not in spec.values:
+        if spec.values is None:
+            kind = identifier_kind(value)
+            if kind is not None:
+                raise IdentifierInContext(kind, field=field)
+        elif value not in spec.values:
             raise InvalidInput(f"must be one of {spec.values}", field=field)
         return value
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidInput("must be a list of strings", field=field)
-    if spec.values is not None:
-        for item in value:
+    # Messages name an item by its position: a value that is not allowed may be anything.
+    if spec.values is None:
+        for index, item in enumerate(value):
+            kind = identifier_kind(item)
+            if kind is not None:
+                raise IdentifierInContext(kind, field=field, item=index)
+    else:
+        for index, item in enumerate(value):
             if item not in spec.values:
-                raise InvalidInput(f"{item!r} is not one of {spec.values}", field=field)
+                raise InvalidInput(f"item {index} is not one of {spec.values}", field=field)
     return list(value)
 
 
@@ -75,6 +189,8 @@ def validate_context(
     Raises:
         InvalidInput: for an unknown section or field, or a value of the wrong type, with
             `field` set to its path, for example `context.profile.email`.
+        IdentifierInContext: (an `InvalidInput`) free text that looks like a direct
+            identifier; its message never contains the value.
     """
     values: FlatContext = {}
     dropped: list[str] = []

@@ -36,6 +36,10 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
     """Write `<key>.parquet` (every decision with its rewards per horizon) and `<key>.dsjson`
     (learnable decisions with a closed learning-horizon reward, cost = -reward).
 
+    A decision whose context a consent withdrawal erased is in the Parquet file with an empty
+    context (`{}`) and `context_erased = true`, its propensity and rewards as logged, so that
+    reports count it; it is never in the dsjson file, which is for learning.
+
     Raises:
         NotFound: no such experiment.
     """
@@ -79,6 +83,7 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
                 ).scalars():
                     rewards[reward.decision_id][reward.horizon] = reward
                 for decision in decisions:
+                    erased = decision.context_erased_at is not None
                     record: dict[str, Any] = {
                         "decision_id": decision.id,
                         "created_at": decision.created_at,
@@ -92,9 +97,10 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
                         "propensity": decision.propensity,
                         "probabilities": json.dumps(decision.probabilities, sort_keys=True),
                         "eligible": list(decision.eligible),
-                        "context": json.dumps(decision.context, sort_keys=True),
+                        "context": json.dumps({} if erased else decision.context, sort_keys=True),
                         "model_version": decision.model_version,
                         "learnable": decision.learnable,
+                        "context_erased": erased,
                     }
                     for horizon in horizons:
                         closed = rewards[decision.id].get(horizon)
@@ -104,7 +110,7 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
                         )
                     records.append(record)
                     closed = rewards[decision.id].get(learning)
-                    if closed is None or not decision.learnable:
+                    if closed is None or not decision.learnable or erased:
                         continue
                     compiled = platform.compiled_version(
                         session, experiment.id, decision.experiment_version
@@ -144,6 +150,7 @@ def export_log(platform: Platform, experiment_key: str, directory: Path) -> Expo
         "context": pl.String,
         "model_version": pl.Int64,
         "learnable": pl.Boolean,
+        "context_erased": pl.Boolean,
     }
     for horizon in horizons:
         schema[f"reward_{horizon}"] = pl.Float64

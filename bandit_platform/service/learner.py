@@ -134,7 +134,8 @@ def learnable_examples(
     """Examples of the experiment's learning horizon with reward id > `after`.
 
     Learnable decisions (bandit and uniform A-B, with a real propensity) and apprentice
-    decisions (the incumbent rules' choice, for imitation).
+    decisions (the incumbent rules' choice, for imitation); never a decision whose context a
+    consent withdrawal erased (`context_erased_at`), whose reward stays for reports only.
     """
     assert experiment.id is not None
     current = platform.compiled(experiment)
@@ -150,6 +151,7 @@ def learnable_examples(
                 col(DecisionRow.reason) == DecisionReason.APPRENTICE.value,
             ),
             col(RewardRow.id) > after,
+            col(DecisionRow.context_erased_at).is_(None),
         )
         .order_by(col(RewardRow.id))
         .limit(limit)

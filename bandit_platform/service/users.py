@@ -11,6 +11,12 @@
   used, expires and was revoked. A session ends at `ui_session_hours` after sign-in, after
   `ui_idle_minutes` without a request, at sign-out, or when its user is disabled. Every
   worker reads the same table, so any worker serves any session.
+- **Sign-in throttling**: `SIGN_IN_MAX_FAILURES` failed sign-ins for one username within
+  `SIGN_IN_WINDOW` lock that username for `SIGN_IN_LOCK`, whether or not it exists (the same
+  answer either way, so the lock tells nothing about which usernames exist). While locked,
+  even the right password is refused (`SignInLocked`, 429); a successful sign-in clears the
+  count. Failures and locks are audited and logged with the username, never the password.
+  The count lives in `sign_in_throttles`, shared by every worker.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,13 +33,16 @@ from datetime import datetime, timedelta
 from typing import Final, cast
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, select
 
-from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
+from bandit_platform.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from bandit_platform.domain.users import Role, UiSession, UserIdentity
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage import repositories
-from bandit_platform.storage.tables import UiSessionRow, UserRow
+from bandit_platform.storage.tables import SignInThrottleRow, UiSessionRow, UserRow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,35 @@ MAX_PASSWORD_LENGTH: Final = 1024
 TOUCH_INTERVAL: Final = timedelta(seconds=60)
 #: Ended sessions are deleted this long after they expired (kept a while for audits).
 SESSION_RETENTION: Final = timedelta(days=30)
+#: Failed sign-ins for one username within `SIGN_IN_WINDOW` that lock it.
+SIGN_IN_MAX_FAILURES: Final = 5
+SIGN_IN_WINDOW: Final = timedelta(minutes=15)
+#: How long a locked username stays locked.
+SIGN_IN_LOCK: Final = timedelta(minutes=15)
+#: How often one service deletes the throttle rows that no longer count.
+THROTTLE_CLEANUP_INTERVAL: Final = timedelta(minutes=1)
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 _USERS = cast(sa.Table, getattr(UserRow, "__table__"))  # noqa: B009 (untyped)
 _SESSIONS = cast(sa.Table, getattr(UiSessionRow, "__table__"))  # noqa: B009
+_THROTTLES = cast(sa.Table, getattr(SignInThrottleRow, "__table__"))  # noqa: B009
+
+
+class SignInLocked(DomainError):
+    """Too many failed sign-ins for this username: refused until `retry_after` seconds pass.
+
+    The message is the same whether or not the username exists.
+    """
+
+    status_hint = 429
+
+    def __init__(self, retry_after: int) -> None:
+        minutes = max(1, math.ceil(retry_after / 60))
+        super().__init__(
+            "Too many failed sign-ins for this username. Try again in "
+            f"{minutes} minute{'s' if minutes != 1 else ''}.",
+            field="username",
+        )
+        self.retry_after = max(1, retry_after)
 
 
 def _b64(data: bytes) -> str:
@@ -161,6 +198,7 @@ class UserService:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self._dummy_hash: str | None = None
+        self._throttles_cleaned: datetime | None = None
 
     # --- accounts ----------------------------------------------------------------------------
 
@@ -239,19 +277,126 @@ class UserService:
 
         Always runs scrypt once, so the time taken does not reveal whether the user exists.
         A correct password under older scrypt parameters is rehashed under the current ones.
+        Every failure counts against the username (known or not); a successful sign-in
+        clears the count.
+
+        Raises:
+            SignInLocked: the username is locked after too many failures, even when the
+                password is right.
         """
         name = username.strip().lower()
+        key = name[:64]
         password = password[:MAX_PASSWORD_LENGTH]
+        now = self.platform.clock()
         with self.platform.read_session() as session:
+            throttle = session.get(SignInThrottleRow, key)
             row = session.exec(select(UserRow).where(_USERS.c.username == name)).first()
+        if throttle is not None:
+            self._refuse_if_locked(throttle.locked_until, now, key)
         if row is None:
             verify_password(password, self._dummy())
+            self._failed(key, now)
             return None
         if not verify_password(password, row.password_hash) or row.disabled_at is not None:
+            self._failed(key, now)
             return None
+        self._succeeded(key, now)
         if needs_rehash(row.password_hash):
             self._rehash(row, password)
         return _identity(row)
+
+    def sign_in_lock(self, username: str) -> datetime | None:
+        """Until when this username is locked, or None."""
+        now = self.platform.clock()
+        with self.platform.read_session() as session:
+            throttle = session.get(SignInThrottleRow, username.strip().lower()[:64])
+        if throttle is None or throttle.locked_until is None or throttle.locked_until <= now:
+            return None
+        return throttle.locked_until
+
+    @staticmethod
+    def _refuse_if_locked(locked_until: datetime | None, now: datetime, key: str) -> None:
+        if locked_until is not None and locked_until > now:
+            logger.warning("sign-in refused: username %r is locked until %s", key, locked_until)
+            raise SignInLocked(math.ceil((locked_until - now).total_seconds()))
+
+    def _throttle_row(self, session: Session, key: str, now: datetime) -> SignInThrottleRow:
+        """The username's throttle row, created if missing and locked for this transaction."""
+        dialect = self.platform.engine.dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_THROTTLES)
+        session.execute(
+            insert.values(
+                username=key, failures=0, window_started_at=now, locked_until=None
+            ).on_conflict_do_nothing(index_elements=[_THROTTLES.c.username])
+        )
+        found = session.exec(
+            select(SignInThrottleRow)
+            .where(_THROTTLES.c.username == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+        return found
+
+    def _failed(self, key: str, now: datetime) -> None:
+        """Count a failed sign-in; the `SIGN_IN_MAX_FAILURES`th within the window locks."""
+        with self.platform.session() as session, session.begin():
+            row = self._throttle_row(session, key, now)
+            if row.locked_until is not None and row.locked_until > now:
+                return  # locked meanwhile by a concurrent failure
+            if now - row.window_started_at >= SIGN_IN_WINDOW or row.locked_until is not None:
+                row.failures, row.window_started_at, row.locked_until = 0, now, None
+            row.failures += 1
+            locked = row.failures >= SIGN_IN_MAX_FAILURES
+            if locked:
+                row.locked_until = now + SIGN_IN_LOCK
+            session.add(row)
+            repositories.audit(
+                session,
+                at=now,
+                actor="ui",
+                action="user.sign_in_locked" if locked else "user.sign_in_failed",
+                experiment_id=None,
+                details={"username": key, "failures": row.failures},
+            )
+        self._forget_old_throttles(now)
+        if locked:
+            logger.warning(
+                "username %r locked for %s after %d failed sign-ins",
+                key,
+                SIGN_IN_LOCK,
+                SIGN_IN_MAX_FAILURES,
+            )
+        else:
+            logger.info("failed sign-in for username %r", key)
+
+    def _succeeded(self, key: str, now: datetime) -> None:
+        """Clear the username's count, unless a lock started meanwhile (then refuse)."""
+        with self.platform.session() as session, session.begin():
+            row = session.exec(
+                select(SignInThrottleRow)
+                .where(_THROTTLES.c.username == key)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).first()
+            if row is None:
+                return
+            self._refuse_if_locked(row.locked_until, now, key)
+            session.execute(sa.delete(_THROTTLES).where(_THROTTLES.c.username == key))
+
+    def _forget_old_throttles(self, now: datetime) -> None:
+        """Delete throttle rows whose window and lock are over (at most once a minute; in a
+        transaction of its own, so that no row lock is held while waiting for others)."""
+        last = self._throttles_cleaned
+        if last is not None and abs(now - last) < THROTTLE_CLEANUP_INTERVAL:
+            return
+        self._throttles_cleaned = now
+        with self.platform.session() as session, session.begin():
+            session.execute(
+                sa.delete(_THROTTLES).where(
+                    _THROTTLES.c.window_started_at < now - SIGN_IN_WINDOW,
+                    sa.or_(_THROTTLES.c.locked_until.is_(None), _THROTTLES.c.locked_until < now),
+                )
+            )
 
     def _dummy(self) -> str:
         if self._dummy_hash is None:

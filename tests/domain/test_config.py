@@ -35,6 +35,7 @@ from bandit_platform.domain.config import (
     config_from_builtins,
     config_to_builtins,
     decode_config,
+    identifier_field_kind,
     validate_config,
 )
 from bandit_platform.domain.errors import InvalidInput
@@ -576,3 +577,121 @@ def test_default_explorer_is_epsilon_greedy() -> None:
     config: ExperimentConfig = decode_config(json.dumps(document))
 
     assert config.explorer == EpsilonGreedy()
+
+
+# --------------------------------------------------------------------------------------------
+# Direct identifiers cannot be context fields
+# --------------------------------------------------------------------------------------------
+
+IDENTIFIER_FIELD_NAMES = [
+    ("profile.name", "name"),
+    ("profile.full_name", "name"),
+    ("profile.first_name", "name"),
+    ("profile.customer_last_name", "name"),
+    ("profile.surname", "name"),
+    ("profile.email", "email address"),
+    ("profile.e_mail", "email address"),
+    ("profile.email_2", "email address"),
+    ("profile.customer_email_address", "email address"),
+    ("profile.phone", "phone number"),
+    ("profile.phone_number", "phone number"),
+    ("profile.home_phone_number", "phone number"),
+    ("profile.mobile", "phone number"),
+    ("profile.mobile_no", "phone number"),
+    ("profile.address", "postal address"),
+    ("profile.address_line_1", "postal address"),
+    ("profile.billing_address", "postal address"),
+    ("profile.postcode", "postal address"),
+    ("profile.zip_code", "postal address"),
+    ("profile.iban", "bank account"),
+    ("profile.account_number", "bank account"),
+    ("profile.sort_code", "bank account"),
+    ("profile.card_number", "payment card"),
+    ("profile.card_pan", "payment card"),
+    ("profile.ssn", "government id"),
+    ("profile.national_id", "government id"),
+    ("profile.national_insurance_number", "government id"),
+    ("profile.passport_number", "government id"),
+    ("profile.date_of_birth", "date of birth"),
+    ("profile.dob", "date of birth"),
+    ("behavior.ip_address", "network or device id"),
+    ("behavior.client_ip", "network or device id"),
+    ("behavior.device_id", "network or device id"),
+    ("profile.customer_id", "customer id"),
+]
+
+#: Names near an identifier's that are not one.
+ORDINARY_FIELD_NAMES = [
+    "behavior.email_opens_30d",
+    "behavior.phone_os",
+    "behavior.device",
+    "trigger.merchant_name",
+    "profile.postcode_area",
+    "behavior.days_since_login",
+    "profile.age_band",
+    "cash_flow.balance",
+    "profile.is_vip",
+    "behavior.time_span",
+]
+
+
+@pytest.mark.parametrize(("name", "kind"), IDENTIFIER_FIELD_NAMES)
+def test_identifier_field_names_are_recognised(name: str, kind: str) -> None:
+    assert identifier_field_kind(name) == kind
+
+
+@pytest.mark.parametrize("name", ["profile.phoneNumber", "profile.eMail", "profile.DateOfBirth"])
+def test_identifier_names_are_recognised_in_camel_case(name: str) -> None:
+    assert identifier_field_kind(name) is not None
+
+
+@pytest.mark.parametrize("name", ORDINARY_FIELD_NAMES)
+def test_ordinary_field_names_are_not_identifiers(name: str) -> None:
+    assert identifier_field_kind(name) is None
+
+
+@pytest.mark.parametrize("kind", ["number", "category", "categories"])
+@pytest.mark.parametrize(("name", "label"), IDENTIFIER_FIELD_NAMES[::4])
+def test_a_context_field_named_as_an_identifier_is_refused(
+    name: str, label: str, kind: str
+) -> None:
+    document = demo_document()
+    document["context_fields"].append({"name": name, "type": kind})
+    index = len(document["context_fields"]) - 1
+
+    error = _error(document)
+
+    assert error.field == f"context_fields[{index}].name"
+    assert label in error.message
+
+
+def test_an_identifier_name_is_refused_wherever_it_is_in_the_list() -> None:
+    document = demo_document()
+    document["context_fields"].insert(2, {"name": "profile.e_mail", "type": "category"})
+    assert _error(document).field == "context_fields[2].name"
+
+
+def test_a_boolean_named_after_an_identifier_is_allowed() -> None:
+    """A boolean cannot carry the identifier itself (`has an email address: yes`)."""
+    document = demo_document()
+    document["context_fields"].append({"name": "profile.email", "type": "boolean"})
+    compiled = validate_config(decode_config(json.dumps(document)))
+    assert "profile.email" in compiled.context_fields
+
+
+def test_ordinary_names_pass_validation() -> None:
+    document = demo_document()
+    present = {f["name"] for f in document["context_fields"]}
+    document["context_fields"] += [
+        {"name": name, "type": "number"} for name in ORDINARY_FIELD_NAMES if name not in present
+    ]
+    compiled = validate_config(decode_config(json.dumps(document)))
+    assert set(ORDINARY_FIELD_NAMES) <= set(compiled.context_fields)
+
+
+def test_a_protected_attribute_may_have_an_identifier_name() -> None:
+    """Protected attributes are dropped from every context; naming one is no risk."""
+    document = demo_document()
+    document["protected_attributes"].append("profile.date_of_birth")
+    compiled = validate_config(decode_config(json.dumps(document)))
+    assert "profile.date_of_birth" in compiled.protected

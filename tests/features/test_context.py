@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bandit_platform.demo import demo_config, demo_config_bytes
@@ -26,8 +26,11 @@ from bandit_platform.domain.config import (
 )
 from bandit_platform.domain.errors import InvalidInput
 from bandit_platform.features.context import (
+    IDENTIFIER_COUNTER,
+    IdentifierInContext,
     Namespaces,
     context_namespaces,
+    identifier_kind,
     offer_namespaces,
     validate_context,
 )
@@ -191,7 +194,7 @@ INVALID_CONTEXTS: list[tuple[str, dict[str, dict[str, Any]], str, str]] = [
         "categories-value-not-allowed",
         {"profile": {"products_held": ["checking", "yacht"]}},
         "context.profile.products_held",
-        "'yacht'",
+        "item 1 is not one of",
     ),
 ]
 
@@ -210,12 +213,183 @@ def test_invalid_context_names_its_field(
     assert fragment in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"profile": {"region": "jane.doe@example.com"}},
+        {"profile": {"products_held": ["checking", "jane.doe@example.com"]}},
+        {"cash_flow": {"balance": "jane.doe@example.com"}},
+    ],
+)
+def test_a_value_outside_the_allowed_ones_is_not_echoed(context: dict[str, Any]) -> None:
+    """A refused value may be anything, an identifier typed into the wrong field included."""
+    with pytest.raises(InvalidInput) as caught:
+        validate_context(context, DEMO)
+    assert "jane.doe" not in caught.value.message
+
+
 def test_free_category_accepts_any_text() -> None:
     validated = validate_context(
         {"trigger": {"merchant": "Café | Bar: 24/7"}, "behavior": {"search_terms": ["a b"]}}, FREE
     )
     assert validated.values["trigger.merchant"] == "Café | Bar: 24/7"
     assert validated.values["behavior.search_terms"] == ["a b"]
+
+
+# --------------------------------------------------------------------------------------------
+# Direct identifiers in free text
+# --------------------------------------------------------------------------------------------
+
+#: (text, kind): values that carry a direct identifier.
+IDENTIFIER_VALUES = [
+    ("jane.doe@example.com", "email"),
+    ("JANE_DOE+offers@Bank.Example.co.uk", "email"),
+    ("write to jane@example.org please", "email"),
+    ("+44 7700 900123", "phone"),
+    ("+1 (555) 123-4567", "phone"),
+    ("07700 900123", "phone"),
+    ("(555) 123-4567", "phone"),
+    ("555.123.4567", "phone"),
+    ("call 0049 30 1234567 after six", "phone"),
+    ("GB82 WEST 1234 5698 7654 32", "iban"),
+    ("gb82west12345698765432", "iban"),
+    ("DE89370400440532013000", "iban"),
+    ("NO9386011117947", "iban"),
+    ("FR1420041010050500013M02606", "iban"),
+    ("4111 1111 1111 1111", "card_number"),
+    ("4111-1111-1111-1111", "card_number"),
+    ("5500005555555559", "card_number"),
+    ("378282246310005", "card_number"),
+    ("paid with 6011000990139424 yesterday", "card_number"),
+]
+
+#: Free text near an identifier that is not one.
+ORDINARY_VALUES = [
+    "savings account",
+    "travel card 2026",
+    "Corner Coffee 0042 London",
+    "Café | Bar: 24/7",
+    "25_34",
+    "2026-11-30",
+    "1234567.89",
+    "order 12345678",
+    "a@b",
+    "user at example dot com",
+    "GB82 WEST 1234 5698",  # too short for an IBAN, too few digits for a phone
+    "4111 1111 1111 1112",  # 16 digits failing Luhn: neither a card nor a phone
+]
+
+
+@pytest.mark.parametrize(("text", "kind"), IDENTIFIER_VALUES)
+def test_identifier_kinds_are_recognised(text: str, kind: str) -> None:
+    assert identifier_kind(text) == kind
+
+
+@pytest.mark.parametrize("text", ORDINARY_VALUES)
+def test_ordinary_text_is_not_an_identifier(text: str) -> None:
+    assert identifier_kind(text) is None
+
+
+def test_checksums_decide_iban_and_card() -> None:
+    # one digit off: the checksum fails, so neither is recognised as what it imitates
+    assert identifier_kind("GB82 WEST 1234 5698 7654 33") != "iban"
+    assert identifier_kind("4111 1111 1111 1112") != "card_number"
+
+
+@pytest.mark.parametrize(("text", "kind"), IDENTIFIER_VALUES)
+def test_identifier_in_a_free_category_is_refused_without_echo(text: str, kind: str) -> None:
+    with pytest.raises(IdentifierInContext) as caught:
+        validate_context(_merged(VALID_CONTEXT, {"trigger": {"merchant": text}}), FREE)
+
+    error = caught.value
+    assert isinstance(error, InvalidInput)
+    assert error.field == "context.trigger.merchant"
+    assert error.kind == kind
+    assert error.counters == (IDENTIFIER_COUNTER, f"{IDENTIFIER_COUNTER}.{kind}")
+    assert text not in error.message
+    assert text not in repr(error)
+    assert text not in str(error)
+
+
+@pytest.mark.parametrize(("text", "kind"), IDENTIFIER_VALUES[::3])
+def test_identifier_in_a_free_list_is_refused_naming_the_item(text: str, kind: str) -> None:
+    with pytest.raises(IdentifierInContext) as caught:
+        validate_context({"behavior": {"search_terms": ["loans", text]}}, FREE)
+
+    assert caught.value.field == "context.behavior.search_terms"
+    assert caught.value.message.startswith("item 1 ")
+    assert caught.value.kind == kind
+    assert text not in caught.value.message
+
+
+def test_ordinary_free_text_is_accepted() -> None:
+    validated = validate_context(
+        {
+            "trigger": {"merchant": ORDINARY_VALUES[2]},
+            "behavior": {"search_terms": ORDINARY_VALUES},
+        },
+        FREE,
+    )
+    assert validated.values["behavior.search_terms"] == ORDINARY_VALUES
+
+
+def test_a_protected_attribute_is_dropped_whatever_it_holds() -> None:
+    """Protected values are never looked at, not even to refuse them."""
+    validated = validate_context({"profile": {"gender": "jane.doe@example.com"}}, FREE)
+    assert validated.dropped_protected == ("profile.gender",)
+    assert validated.values == {}
+
+
+def test_an_unknown_field_is_refused_without_echoing_its_value() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_context({"profile": {"email": "jane.doe@example.com"}}, FREE)
+    assert caught.value.field == "context.profile.email"
+    assert "jane.doe" not in caught.value.message
+
+
+def _luhn_complete(digits: str) -> str:
+    for check in "0123456789":
+        candidate = digits + check
+        total = 0
+        for position, char in enumerate(reversed(candidate)):
+            digit = int(char) * (2 if position % 2 else 1)
+            total += digit - 9 if digit > 9 else digit
+        if total % 10 == 0:
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _iban(country: str, bban: str) -> str:
+    numeric = "".join(str(int(c, 36)) for c in bban + country + "00")
+    return f"{country}{98 - int(numeric) % 97:02d}{bban}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    digits=st.text(alphabet="0123456789", min_size=12, max_size=18),
+    separator=st.sampled_from(["", " ", "-"]),
+)
+def test_any_luhn_valid_card_number_is_refused(digits: str, separator: str) -> None:
+    number = _luhn_complete(digits)
+    written = separator.join(number[i : i + 4] for i in range(0, len(number), 4))
+    assert identifier_kind(written) == "card_number"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    country=st.sampled_from(["GB", "DE", "FR", "NL", "ES", "IT", "NO", "BE"]),
+    bban=st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=11, max_size=30),
+    digits=st.text(alphabet="0123456789", min_size=8, max_size=8),
+)
+def test_any_checksum_valid_iban_is_refused(country: str, bban: str, digits: str) -> None:
+    iban = _iban(country, digits + bban[: 30 - len(digits)])
+    assert identifier_kind(iban) == "iban"
+
+
+@settings(max_examples=200, deadline=None)
+@given(address=st.emails())
+def test_any_email_address_is_refused(address: str) -> None:
+    assert identifier_kind(address) == "email"
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,6 +473,8 @@ def test_context_namespaces_are_stable_under_reordering() -> None:
     terms=st.lists(st.text(max_size=20), max_size=5),
 )
 def test_context_feature_names_are_sanitised(merchant: str, terms: list[str]) -> None:
+    # Text that looks like an identifier is refused (tested below), not sanitised.
+    assume(all(identifier_kind(text) is None for text in [merchant, *terms]))
     context: dict[str, dict[str, object]] = {
         "trigger": {"merchant": merchant},
         "behavior": {"search_terms": terms},

@@ -23,7 +23,14 @@ from bandit_platform.cli import setup_demo
 from bandit_platform.service.platform import Platform
 from bandit_platform.settings import Settings
 from bandit_platform.storage.database import create_engine
-from tests.conftest import PSEUDONYM_KEY, REPO, free_port, start_server, stop_server
+from tests.conftest import (
+    PSEUDONYM_KEY,
+    REPO,
+    SERVER_READY_SECONDS,
+    free_port,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.system
 
@@ -211,7 +218,8 @@ def test_demo_command_sets_up_and_serves(tmp_path: Path) -> None:
         assert process.stdout is not None
         lines: list[str] = []
         key = None
-        deadline = time.monotonic() + 60
+        # The demo plays two weeks of simulated customers before it serves.
+        deadline = time.monotonic() + SERVER_READY_SECONDS + 120
         while key is None and time.monotonic() < deadline:
             line = process.stdout.readline()
             lines.append(line)
