@@ -23,7 +23,7 @@ from bandit_platform.service.users import (
 from tests.conftest import Demo, FakeClock
 
 Client = TestClient[Litestar]
-PASSWORD = "correct horse battery staple"
+PASSWORD = "correct horse battery staple"  # pragma: allowlist secret
 WRONG = "not the password at all"
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
