@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,148 @@ def test_growing_ids_are_64_bit_on_postgresql(postgres_session_url: str) -> None
         ("counters", "value"),
     ]:
         assert isinstance(columns[key], sa.BigInteger), key
+
+
+#: Rows written at revision 0007, by table: what must survive 0007 -> head -> 0007.
+_ROWS_0007: dict[str, list[dict[str, object]]] = {
+    "experiments": [
+        {
+            "id": 1,
+            "key": "e",
+            "name": "E",
+            "status": "running",
+            "version": 1,
+            "salt": "s",
+            "config": '{"key": "e"}',
+            "created_at": "2026-11-01 09:00:00+00:00",
+            "updated_at": "2026-11-01 09:00:00+00:00",
+            "approved_version": 1,
+        }
+    ],
+    "api_keys": [
+        {
+            "id": 7,
+            "name": "app",
+            "prefix": "bp_abc",
+            "key_hash": "h" * 64,
+            "scopes": "decide outcome",
+            "created_at": "2026-11-01 09:00:00+00:00",
+        }
+    ],
+    "users": [
+        {
+            "id": 3,
+            "username": "analyst",
+            "password_hash": "scrypt$fake",  # pragma: allowlist secret
+            "role": "viewer",
+            "created_at": "2026-11-01 09:00:00+00:00",
+        }
+    ],
+    "decisions": [
+        {
+            "id": f"d-{index}",
+            "experiment_id": 1,
+            "experiment_version": 1,
+            "api_key_id": 7,
+            "request_id": f"r-{index}",
+            "customer_key": f"k{index}",
+            "surface": "home_feed",
+            "group": "bandit",
+            "reason": "bandit",
+            "context": '{"profile": {"age_band": "25_34"}}',
+            "eligible": '["no_offer", "savings/standard"]',
+            "probabilities": '{"no_offer": 0.25, "savings/standard": 0.75}',
+            "chosen_offer": "savings",
+            "chosen_variant": "standard",
+            "propensity": 0.75,
+            "model_version": 1,
+            "learnable": True,
+            "explanation": "x",
+            "request_hash": "q" * 64,
+            "created_at": f"2026-11-01 10:0{index}:00+00:00",
+        }
+        for index in range(2)
+    ],
+    "outcomes": [
+        {
+            "id": index + 1,
+            "decision_id": f"d-{index}",
+            "api_key_id": 7,
+            "event": "click",
+            "value": 1.5,
+            "occurred_at": "2026-11-01 11:00:00+00:00",
+            "received_at": "2026-11-01 11:00:01+00:00",
+            "idempotency_key": f"o-{index}",
+            "request_hash": "o" * 64,
+            "late": False,
+        }
+        for index in range(2)
+    ],
+    "rewards": [
+        {
+            "id": index + 1,
+            "decision_id": f"d-{index}",
+            "experiment_id": 1,
+            "horizon": "primary",
+            "reward": 1.5,
+            "source": "outcomes",
+            "outcome_count": 1,
+            "learnable": True,
+            "closed_at": "2026-11-09 11:00:00+00:00",
+        }
+        for index in range(2)
+    ],
+}
+
+
+def _keys_and_values(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+    """Per table, every row's identifying and value columns (JSON compared parsed)."""
+    columns = {
+        "experiments": "id, key, status, version, approved_version",
+        "api_keys": "id, prefix, key_hash, scopes",  # pragma: allowlist secret
+        "users": "id, username, password_hash, role",
+        "decisions": "id, request_id, propensity, model_version, "
+        "CAST(probabilities AS TEXT) AS probabilities",
+        "outcomes": "id, decision_id, event, value, idempotency_key",
+        "rewards": "id, decision_id, horizon, reward, source",
+    }
+    found: dict[str, list[tuple[object, ...]]] = {}
+    with engine.connect() as connection:
+        for table, selected in columns.items():
+            rows = connection.execute(sa.text(f"SELECT {selected} FROM {table} ORDER BY id")).all()
+            found[table] = [
+                tuple(
+                    json.loads(v) if name == "probabilities" else v
+                    for name, v in r._mapping.items()
+                )
+                for r in rows
+            ]
+    return found
+
+
+def test_data_written_at_0007_survives_upgrade_to_head_and_downgrade(empty_url: str) -> None:
+    upgrade(empty_url, "0007")
+    engine = create_engine(empty_url, pool_size=1)
+    with engine.begin() as connection:
+        for table, rows in _ROWS_0007.items():
+            names = list(rows[0])
+            quoted = ", ".join(f'"{n}"' for n in names)
+            values = ", ".join(f":{n}" for n in names)
+            connection.execute(sa.text(f"INSERT INTO {table} ({quoted}) VALUES ({values})"), rows)
+    before = _keys_and_values(engine)
+    engine.dispose()
+    assert {table: len(rows) for table, rows in before.items()} == {
+        table: len(rows) for table, rows in _ROWS_0007.items()
+    }
+
+    upgrade(empty_url)
+    engine = create_engine(empty_url, pool_size=1)
+    assert current_revision(engine) == head_revision()
+    assert _keys_and_values(engine) == before
+    engine.dispose()
+
+    downgrade(empty_url, "0007")
+    engine = create_engine(empty_url, pool_size=1)
+    assert current_revision(engine) == "0007"
+    assert _keys_and_values(engine) == before
+    engine.dispose()
