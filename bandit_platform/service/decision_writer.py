@@ -3,11 +3,15 @@
 Callers submit jobs (a callable that does its reads and writes in the session it is given)
 and block until the transaction holding their job has committed. One writer thread takes
 every job queued (up to `max_batch`), opens one transaction, takes the customer locks of all
-of them in sorted order (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), runs each
-job inside a SAVEPOINT and commits once. A job that raises rolls back its own savepoint and
-fails alone; if anything else fails (a lock, a savepoint, the commit), every job of the batch
-gets that exception and nothing of the batch is written. Results are handed out only after
-the commit, so an answer never leaves before its row is durable.
+of them in sorted order (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), runs every
+job and commits once. Should a job raise, the whole transaction is rolled back and the batch
+replayed with each job inside a SAVEPOINT (jobs must therefore be safe to run again: a
+decision's id and time are fixed before it is queued); the job that raises again rolls back
+its own savepoint and fails alone, the others commit. Savepoints cost two statements a job, a
+round trip each on PostgreSQL, so the common batch goes without them. If anything else fails
+(a lock, a savepoint, the commit), every job of the batch gets that exception and nothing of
+the batch is written. Results are handed out only after the commit, so an answer never leaves
+before its row is durable.
 """
 
 from __future__ import annotations
@@ -54,15 +58,25 @@ class WriterStats:
     jobs: int
     #: Transactions opened, one per batch.
     batches: int
-    #: Batches that committed.
+    #: Batches that committed something.
     commits: int
     #: Batches that failed as a whole (nothing of them written).
     failed_batches: int
     #: The most jobs one batch held.
     largest_batch: int
+    #: Batches replayed with a savepoint per job because one of their jobs raised.
+    replayed_batches: int = 0
 
 
 _STOP = object()
+
+
+class _JobFailed(Exception):
+    """A job raised inside an optimistic batch (carries the job's exception)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class DecisionWriter:
@@ -91,6 +105,7 @@ class DecisionWriter:
         self._commits = 0
         self._failed = 0
         self._largest = 0
+        self._replayed = 0
 
     # --- callers ------------------------------------------------------------------------------
 
@@ -127,7 +142,12 @@ class DecisionWriter:
         """Counts of jobs, batches and commits so far."""
         with self._lock:
             return WriterStats(
-                self._jobs, self._batches, self._commits, self._failed, self._largest
+                self._jobs,
+                self._batches,
+                self._commits,
+                self._failed,
+                self._largest,
+                self._replayed,
             )
 
     def close(self, timeout: float | None = None) -> None:
@@ -180,26 +200,12 @@ class DecisionWriter:
             self._largest = max(self._largest, len(batch))
         if not jobs:
             return
-        outcomes: list[tuple[_Job, bool, Any]] = []
         try:
-            with self._session_factory() as session, session.begin():
-                self._lock_customers(session, [key for job in jobs for key in job.lock_keys])
-                connection = session.connection()
-                for job in jobs:
-                    # A Core savepoint (cheaper than the ORM's `session.begin_nested`): the
-                    # session is flushed inside it, and cleared when it is rolled back, so
-                    # that nothing a failed job added to the session survives.
-                    savepoint = connection.begin_nested()
-                    try:
-                        result = job.run(session)
-                        session.flush()
-                    except Exception as exc:
-                        savepoint.rollback()
-                        session.expunge_all()
-                        outcomes.append((job, False, exc))
-                    else:
-                        savepoint.commit()
-                        outcomes.append((job, True, result))
+            outcomes = self._optimistic(jobs)
+            if outcomes is None:
+                with self._lock:
+                    self._replayed += 1
+                outcomes = self._isolated(jobs)
         except Exception as exc:
             with self._lock:
                 self._failed += 1
@@ -210,10 +216,58 @@ class DecisionWriter:
             for job in jobs:
                 job.future.set_exception(exc)
             return
-        with self._lock:
-            self._commits += 1
+        if any(succeeded for _, succeeded, _ in outcomes):
+            with self._lock:
+                self._commits += 1
         for job, succeeded, value in outcomes:
             if succeeded:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+    def _optimistic(self, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]] | None:
+        """Every job in one transaction without savepoints (two statements fewer per job).
+
+        Returns None, with nothing written, when one of several jobs raised; a batch of one
+        job has its exception as its outcome.
+        """
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        try:
+            with self._session_factory() as session, session.begin():
+                self._lock_customers(session, [key for job in jobs for key in job.lock_keys])
+                for job in jobs:
+                    try:
+                        result = job.run(session)
+                        session.flush()
+                    except Exception as exc:
+                        raise _JobFailed(exc) from exc
+                    outcomes.append((job, True, result))
+        except _JobFailed as failed:
+            if len(jobs) == 1:
+                return [(jobs[0], False, failed.error)]
+            return None
+        return outcomes
+
+    def _isolated(self, jobs: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        """Every job in one transaction, each inside a SAVEPOINT: a job that raises is rolled
+        back alone and the others commit."""
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        with self._session_factory() as session, session.begin():
+            self._lock_customers(session, [key for job in jobs for key in job.lock_keys])
+            connection = session.connection()
+            for job in jobs:
+                # A Core savepoint (cheaper than the ORM's `session.begin_nested`): the
+                # session is flushed inside it, and cleared when it is rolled back, so
+                # that nothing a failed job added to the session survives.
+                savepoint = connection.begin_nested()
+                try:
+                    result = job.run(session)
+                    session.flush()
+                except Exception as exc:
+                    savepoint.rollback()
+                    session.expunge_all()
+                    outcomes.append((job, False, exc))
+                else:
+                    savepoint.commit()
+                    outcomes.append((job, True, result))
+        return outcomes

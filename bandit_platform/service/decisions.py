@@ -62,6 +62,20 @@ MAX_CONTEXT_LIST = 50
 DEADLOCK_DETECTED = "40P01"
 
 
+#: `Session.info` key of the experiment heads a transaction has read.
+_HEADS = "decisions.experiment_heads"
+
+
+def _experiment_head(session: Session, key: str) -> repositories.ExperimentHead | None:
+    """The experiment's head, read once per session: a group-commit batch is one transaction,
+    so its decisions of one experiment see the same head whether it is read once or each time.
+    """
+    heads: dict[str, repositories.ExperimentHead | None] = session.info.setdefault(_HEADS, {})
+    if key not in heads:
+        heads[key] = repositories.experiment_head(session, key)
+    return heads[key]
+
+
 def _concurrent_request_id() -> Conflict:
     return Conflict(
         "a decision with this request_id is being made concurrently; retry", field="request_id"
@@ -238,7 +252,7 @@ class DecisionService:
         decision_id: str,
         now: datetime,
     ) -> Decision:
-        experiment_row = repositories.experiment_head(session, request.experiment)
+        experiment_row = _experiment_head(session, request.experiment)
         if experiment_row is None:
             raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
         if experiment_row.status != ExperimentStatus.RUNNING:

@@ -140,6 +140,21 @@ def test_a_failing_job_rolls_back_only_its_savepoint(platform: Platform) -> None
     assert counter_value(platform, "bad.bug") == 0
     stats = writer.stats()
     assert (stats.batches, stats.commits, stats.largest_batch) == (2, 2, 4)
+    assert stats.replayed_batches == 1, "the batch of four was replayed with savepoints"
+
+
+def test_a_failing_job_alone_in_its_batch_writes_nothing(platform: Platform) -> None:
+    writer = writer_of(platform)
+
+    def job(session: Session) -> None:
+        repositories.increment_counter(session, "alone")
+        raise InvalidInput("no", field="x")
+
+    with pytest.raises(InvalidInput):
+        writer.run(job)
+    assert counter_value(platform, "alone") == 0
+    stats = writer.stats()
+    assert (stats.commits, stats.failed_batches, stats.replayed_batches) == (0, 0, 0)
 
 
 def test_close_finishes_queued_jobs_and_refuses_later_ones(platform: Platform) -> None:
