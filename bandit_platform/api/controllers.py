@@ -104,8 +104,8 @@ class DecisionController(Controller):
     guards = _GUARDED["guards"]
     dependencies = _GUARDED["dependencies"]
 
-    @post("/", opt={"scope": "decide"}, sync_to_thread=True, status_code=HTTP_200_OK)
-    def decide(
+    @post("/", opt={"scope": "decide"}, status_code=HTTP_200_OK)
+    async def decide(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[DecisionRequestBody],
@@ -118,7 +118,7 @@ class DecisionController(Controller):
             "behavior": data.context.behavior,
             "trigger": data.context.trigger,
         }
-        decision = request.app.state.decisions.decide(
+        decision = await request.app.state.decisions.decide_async(
             DecisionRequest(
                 experiment=data.experiment,
                 customer_id=data.customer_id,

@@ -7,16 +7,18 @@ transaction (group commit, `service.decision_writer`); each still waits for that
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import anyio.to_thread
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
@@ -206,6 +208,29 @@ class DecisionService:
                 written in any of these cases.
             WriterClosed: the worker is shutting down (503).
         """
+        job, lock_key = self._prepare(request, app)
+        writer = self.platform.decision_writer
+        if writer is not None:
+            return writer.run(job, [lock_key])
+        with self.platform.session() as session, session.begin():
+            repositories.lock_customers(session, [lock_key])
+            return job(session)
+
+    async def decide_async(self, request: DecisionRequest, app: AppIdentity) -> Decision:
+        """`decide` for the event loop: with group commit, the checks run here and the loop
+        awaits the writer's commit without a worker thread of its own; otherwise `decide`
+        runs in a worker thread. Raises as `decide` does."""
+        writer = self.platform.decision_writer
+        if writer is None:
+            return await anyio.to_thread.run_sync(self.decide, request, app)
+        job, lock_key = self._prepare(request, app)
+        return await asyncio.wrap_future(writer.submit(job, [lock_key]))
+
+    def _prepare(
+        self, request: DecisionRequest, app: AppIdentity
+    ) -> tuple[Callable[[Session], Decision], repositories.CustomerLockKey]:
+        """What needs no database (checks, pseudonym, decision id, time), and the job that
+        does the rest in a transaction, with the customer's lock key."""
         check_request(request)
         now = self.platform.clock()
         customer_key = self.platform.pseudonym(request.customer_id)
@@ -215,12 +240,7 @@ class DecisionService:
         def job(session: Session) -> Decision:
             return self._decide_in(session, request, app, customer_key, decision_id, now)
 
-        writer = self.platform.decision_writer
-        if writer is not None:
-            return writer.run(job, [lock_key])
-        with self.platform.session() as session, session.begin():
-            repositories.lock_customers(session, [lock_key])
-            return job(session)
+        return job, lock_key
 
     def _decide_in(
         self,
