@@ -48,7 +48,7 @@ def measure(url: str, group_commit: bool, threads: int, decisions: int) -> tuple
     upgrade(url)
     settings = Settings(
         database_url=url,
-        pseudonym_key=b"benchmark-pseudonym-key-0123456789",
+        pseudonym_key=b"benchmark-pseudonym-key-0123456789",  # pragma: allowlist secret
         group_commit=group_commit,
     )
     platform = Platform(settings)
