@@ -49,8 +49,11 @@ def _serve(host: str, port: int, workers: int, server: str, *, access_log: bool)
         return
     import uvicorn
 
+    from bandit_platform.api.uvicorn_protocol import PROTOCOL
+
     uvicorn.run(
         FACTORY,
+        http=PROTOCOL,
         host=host,
         port=port,
         workers=workers,
