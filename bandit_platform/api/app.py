@@ -25,6 +25,7 @@ from bandit_platform.api.controllers import (
 )
 from bandit_platform.api.errors import EXCEPTION_HANDLERS
 from bandit_platform.api.guardrails import GuardrailController
+from bandit_platform.api.openapi import api_key_components, document_problems
 from bandit_platform.api.privacy import ConsentController
 from bandit_platform.api.ratelimit import AsyncRateLimiter, rate_limited
 from bandit_platform.api.reports import ReportController
@@ -96,7 +97,7 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             "rate_limiter": AsyncRateLimiter(limiter),
         }
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             DecisionController,
             OutcomeController,
@@ -129,11 +130,14 @@ def create_app(settings: Settings, platform: Platform | None = None) -> Litestar
             path="/schema",
             description="Contextual-bandit offers for digital banking: decide, then report "
             "outcomes.",
+            components=api_key_components(),
         ),
         on_startup=startup,
         on_shutdown=[runner.stop, platform.close],
         debug=False,
     )
+    document_problems(app)
+    return app
 
 
 def app_from_environment() -> Litestar:

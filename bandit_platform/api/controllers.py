@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import (
     HTTP_200_OK,
@@ -141,7 +142,17 @@ class OutcomeController(Controller):
     guards = _GUARDED["guards"]
     dependencies = _GUARDED["dependencies"]
 
-    @post("/", opt={"scope": "outcome"}, sync_to_thread=True)
+    @post(
+        "/",
+        opt={"scope": "outcome"},
+        sync_to_thread=True,
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=OutcomeResponseBody,
+                description="A replay (the same idempotency key and body): the first answer",
+            )
+        },
+    )
     def record(
         self,
         request: Request[Any, Any, Any],
@@ -201,7 +212,18 @@ class ExperimentController(Controller):
         """One experiment with its current configuration."""
         return _experiment_body(request.app.state.experiments.get(key))
 
-    @put("/{key:str}", opt={"scope": "manage"}, sync_to_thread=True)
+    @put(
+        "/{key:str}",
+        opt={"scope": "manage"},
+        sync_to_thread=True,
+        responses={
+            HTTP_202_ACCEPTED: ResponseSpec(
+                data_container=ChangeRequestBody,
+                description="A running or paused experiment: the change request, pending "
+                "an approver",
+            )
+        },
+    )
     def update(
         self,
         request: Request[Any, Any, Any],

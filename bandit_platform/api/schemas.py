@@ -332,3 +332,15 @@ class CandidateResponseBody(msgspec.Struct, kw_only=True):
     would_promote: bool
     version: int | None
     evidence: dict[str, Any]
+
+
+class ProblemBody(msgspec.Struct, kw_only=True):
+    """An error (RFC 9457 problem details), `application/problem+json`. Some carry more
+    members (a refused promotion: its evidence)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    #: The request field that was wrong, when one was.
+    field: str | None = None

@@ -12,11 +12,9 @@
    with replays, reused idempotency keys, times out of bounds and another app's key, checked
    by the same Schemathesis checks and against a model of the outcome rules.
 
-Error answers are RFC 9457 problem+json. A 4xx the schema does not document yet is tolerated
-only when it is such a problem document with the right status (`_undocumented_problem`): it
-is counted and printed, never silently passed. With `BANDIT_FUZZ_STRICT_DOCS=1` it fails like
-any other nonconformance; once an operation documents a status, the strict checks apply to it
-by themselves.
+Error answers are RFC 9457 problem+json, and the schema documents them for every operation
+(`bandit_platform.api.openapi`): an answer whose status, content type or body the schema does
+not document fails like any other nonconformance.
 
 Generation is derandomised with a fixed number of examples, so a run sends the same requests
 each time; the number of requests is printed and recorded as a test property.
@@ -24,9 +22,7 @@ each time; the number of requests is printed and recorded as a test property.
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
@@ -67,17 +63,6 @@ EXCLUDED_PATHS = r"^/(ui|v1/simulation)(/|$)"
 MAX_EXAMPLES = 12
 #: Generated decide -> outcome sequences.
 LINK_EXAMPLES = 80
-#: Statuses the app answers with a problem document (besides 5xx).
-PROBLEM_STATUSES = frozenset({400, 401, 403, 404, 409, 413, 422, 429})
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "field"}
-#: The 409 of a refused promotion carries the gate's evidence as well.
-PROMOTION_FIELDS = {"promoted", "evidence"}
-STRICT_DOCS = os.environ.get("BANDIT_FUZZ_STRICT_DOCS") == "1"
-#: Success statuses the schema does not document, judged as the documented one with the same
-#: body: a replayed outcome (200, documented: 201). Counted and printed like undocumented
-#: problem statuses.
-UNDOCUMENTED_SUCCESS = {("POST /v1/outcomes", 200): 201}
 #: Larger than the server's default body limit (64 KiB).
 OVERSIZED = 80 * 1024
 #: The server's clock-skew tolerance (default 300 s) and a margin against slow requests.
@@ -89,9 +74,6 @@ CHECKS: tuple[CheckFunction, ...] = (
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
-)
-DOC_CHECKS = frozenset(
-    {"status_code_conformance", "content_type_conformance", "response_schema_conformance"}
 )
 
 FUZZ_SETTINGS = settings(
@@ -126,7 +108,6 @@ class Tally:
     requests: int = 0
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     failures: dict[tuple[str, str, int], str] = field(default_factory=dict)
-    undocumented: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     def fail(self, label: str, check: str, status: int, message: str) -> None:
         self.failures.setdefault((label, check, status), message)
@@ -135,8 +116,6 @@ class Tally:
         lines = [f"{title}: {self.requests} requests"]
         by_status = Counter(status for (_, status) in self.statuses.elements())
         lines.append("  statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items())))
-        for label, statuses in sorted(self.undocumented.items()):
-            lines.append(f"  undocumented problem statuses of {label}: {sorted(statuses)}")
         return "\n".join(lines)
 
     def report(self) -> str:
@@ -203,40 +182,6 @@ def _problem_body(response: Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _documented_media_types(operation: APIOperation, status: int) -> set[str] | None:
-    """The media types an operation documents for a status, None if the status is not."""
-    responses = operation.definition.raw.get("responses", {})
-    documented = responses.get(str(status)) or responses.get(f"{str(status)[0]}XX")
-    if documented is None:
-        return None
-    return set(documented.get("content", {}))
-
-
-def _undocumented_problem(operation: APIOperation, response: Response) -> str | None:
-    """Why a 4xx problem answer is tolerated although the schema does not document it, or None
-    when the schema documents it (the strict checks apply) or the answer is no valid problem."""
-    status = response.status_code
-    if status not in PROBLEM_STATUSES:
-        return None
-    media_types = _documented_media_types(operation, status)
-    if media_types is not None and PROBLEM_JSON in media_types:
-        return None
-    content_type = response.headers.get("content-type", [""])[0]
-    body = _problem_body(response)
-    if not content_type.startswith(PROBLEM_JSON) or body is None:
-        return None
-    allowed = PROBLEM_FIELDS | (PROMOTION_FIELDS if status == 409 else set())
-    valid = (
-        {"type", "title", "status", "detail"} <= body.keys() <= allowed
-        and body["status"] == status
-        and isinstance(body["detail"], str)
-        and isinstance(body.get("field", ""), str)
-    )
-    if not valid:
-        return None
-    return "undocumented status" if media_types is None else "undocumented problem+json"
-
-
 def _send(
     case: Case,
     target: Target,
@@ -250,24 +195,13 @@ def _send(
     label = case.operation.label
     tally.requests += 1
     tally.statuses[(label, response.status_code)] += 1
-    tolerated = None if STRICT_DOCS else _undocumented_problem(case.operation, response)
-    judged = response
-    documented_as = UNDOCUMENTED_SUCCESS.get((label, response.status_code))
-    if documented_as is not None and not STRICT_DOCS:
-        # Judged as the documented success status it shares its body with.
-        tally.undocumented[label].add(response.status_code)
-        judged = copy.copy(response)
-        judged.status_code = documented_as
     for check in checks:
         name = check.__name__
         try:
-            case.validate_response(judged, checks=[check], headers=headers)
+            case.validate_response(response, checks=[check], headers=headers)
         except BaseException as exc:  # schemathesis raises a BaseExceptionGroup of failures
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            if tolerated is not None and name in DOC_CHECKS:
-                tally.undocumented[label].add(response.status_code)
-                continue
             tally.fail(label, name, response.status_code, str(exc))
     return response
 
@@ -564,7 +498,6 @@ def test_every_operation_with_generated_requests(
     print(tally.summary("generated and hand-made requests"))
     record_property("fuzz_requests", tally.requests)
     record_property("fuzz_statuses", dict(Counter(s for (_, s) in tally.statuses.elements())))
-    record_property("fuzz_undocumented", {k: sorted(v) for k, v in tally.undocumented.items()})
     assert tally.requests >= len(operations) * MAX_EXAMPLES
     ok = sum(n for (_, status), n in tally.statuses.items() if 200 <= status < 300)
     assert ok >= len(operations), "too few requests reached a success path"
