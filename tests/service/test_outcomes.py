@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -11,7 +13,7 @@ import sqlalchemy as sa
 from bandit_platform.demo import DEMO_EXPERIMENT_KEY
 from bandit_platform.domain.access import AppIdentity
 from bandit_platform.domain.decisions import Decision
-from bandit_platform.domain.errors import InvalidInput, NotFound
+from bandit_platform.domain.errors import Conflict, InvalidInput, NotFound
 from bandit_platform.service.apikeys import ApiKeyService
 from bandit_platform.service.decisions import DecisionRequest, DecisionService
 from bandit_platform.service.outcomes import (
@@ -19,6 +21,7 @@ from bandit_platform.service.outcomes import (
     OutcomeRequest,
     OutcomeService,
 )
+from bandit_platform.service.outcomes import _fingerprint as outcome_fingerprint
 from bandit_platform.service.platform import Platform
 from bandit_platform.storage.database import create_engine
 from bandit_platform.storage.tables import OutcomeRow
@@ -188,3 +191,49 @@ def test_events_must_be_configured(
     for event in ("impression", "dismiss", "click", "apply", "convert"):
         outcomes.record(outcome(decision, clock.now, event=event, key=event), app)
     assert len(stored_outcomes(demo.platform)) == 5
+
+
+def test_a_concurrent_duplicate_waits_for_the_first_then_is_409_or_a_replay(
+    db_url: str,
+    demo: Demo,
+    outcomes: OutcomeService,
+    decision: Decision,
+    app: AppIdentity,
+    clock: FakeClock,
+) -> None:
+    """An outcome whose idempotency key another transaction is storing right now waits for
+    it. On PostgreSQL both inserted: the second is refused with 409 (IETF Idempotency-Key,
+    "a request with the same key is being processed"). SQLite's write lock makes the second
+    start only after the first committed, so it is answered as the replay it then is."""
+    clock.advance(minutes=10)
+    request = outcome(decision, clock.now - timedelta(minutes=1))
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        with engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            first = other.begin()
+            other.execute(
+                sa.insert(OutcomeRow.__table__).values(  # type: ignore[attr-defined]
+                    decision_id=decision.decision_id,
+                    api_key_id=app.api_key_id,
+                    event="click",
+                    value=1.0,
+                    occurred_at=request.occurred_at,
+                    received_at=clock.now,
+                    idempotency_key=request.idempotency_key,
+                    request_hash=outcome_fingerprint(request),
+                    late=False,
+                )
+            )
+            second = pool.submit(outcomes.record, request, app)
+            with pytest.raises(FutureTimeout):
+                second.result(timeout=0.5)  # blocked behind the first transaction
+            first.commit()
+            if db_url.startswith("postgresql"):
+                with pytest.raises(Conflict) as error:
+                    second.result(timeout=60)
+                assert error.value.field == "idempotency_key"
+            else:
+                assert second.result(timeout=60).replayed is True
+    finally:
+        engine.dispose()
+    assert len(stored_outcomes(demo.platform)) == 1
