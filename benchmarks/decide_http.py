@@ -218,9 +218,9 @@ def tree_cpu_seconds(root: int) -> float:
     return total / TICKS
 
 
-def postgres_backends_cpu_seconds(database: str) -> float:
-    """CPU time of the PostgreSQL backends connected to one database (local server only)."""
-    total = 0
+def postgres_backends_cpu_seconds(database: str) -> dict[int, float]:
+    """CPU time of each PostgreSQL backend connected to one database (local server only)."""
+    found: dict[int, float] = {}
     marker = f" {database} "
     for pid in _all_pids():
         try:
@@ -230,8 +230,14 @@ def postgres_backends_cpu_seconds(database: str) -> float:
         if command.startswith("postgres:") and marker in command:
             stat = _proc_stat(pid)
             if stat is not None:
-                total += stat[1]
-    return total / TICKS
+                found[pid] = stat[1] / TICKS
+    return found
+
+
+def backends_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the backends spent between two readings: those that lived through both,
+    and all of those that started in between (a backend that ended in between is missed)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def host_cpu_times() -> tuple[int, int]:
@@ -505,9 +511,9 @@ class Running:
     log: Path
     database_name: str | None = None
 
-    def cpu(self) -> tuple[float, float]:
-        """(server tree CPU seconds, database backends' CPU seconds) now."""
-        database = postgres_backends_cpu_seconds(self.database_name) if self.database_name else 0.0
+    def cpu(self) -> tuple[float, dict[int, float]]:
+        """(server tree CPU seconds, each database backend's CPU seconds) now."""
+        database = postgres_backends_cpu_seconds(self.database_name) if self.database_name else {}
         return tree_cpu_seconds(self.process.pid), database
 
     def answers(self) -> Counter[str]:
@@ -738,7 +744,9 @@ def measure(
         errors=errors,
         server_cpu_ms_per_request=(cpu_after - cpu_before) * per_request,
         database_cpu_ms_per_request=(
-            (database_after - database_before) * per_request if running.database_name else None
+            backends_cpu_delta(database_before, database_after) * per_request
+            if running.database_name
+            else None
         ),
         host_busy=(busy_after - busy_before) / max(total_after - total_before, 1),
     )
