@@ -529,7 +529,8 @@ class IntegrityReport:
         mismatched_ids: up to ten mismatched decision ids, newest first.
         unverifiable: bandit decisions whose snapshot is missing, corrupt or does not load.
         skipped: decisions not recomputed, by reason (holdout, rules, fallback, apprentice...:
-            a single choice with probability 1, or a research policy without a model version).
+            a single choice with probability 1, or a research policy without a model version;
+            `context_erased`: a consent withdrawal erased the context it was scored on).
     """
 
     sampled: int
@@ -551,6 +552,10 @@ def _difference(logged: Mapping[str, float], recomputed: Mapping[str, float]) ->
     if set(logged) != set(recomputed):
         return math.inf
     return max(abs(float(logged[a]) - recomputed[a]) for a in recomputed)
+
+
+#: Why a decision whose context a consent withdrawal erased is not recomputed.
+ERASED = "context_erased"
 
 
 def check_integrity(
@@ -596,6 +601,10 @@ def check_integrity(
         )
         snapshots: dict[int, _Loaded | None] = {}
         for decision in recent:
+            if decision.context_erased_at is not None:
+                # A consent withdrawal erased the context it was scored on.
+                skipped[ERASED] = skipped.get(ERASED, 0) + 1
+                continue
             compiled = platform.compiled_version(
                 session, experiment.id, decision.experiment_version
             )

@@ -38,6 +38,9 @@ def _sqlite_connect(
     cursor.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
     cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Freed space is overwritten with zeros, so that a context erased by a consent withdrawal
+    # does not linger in the file's free pages (docs/privacy.md).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

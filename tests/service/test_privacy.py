@@ -13,11 +13,14 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from bandit_platform.demo import DEMO_EXPERIMENT_KEY
 from bandit_platform.domain.access import AppIdentity
+from bandit_platform.domain.decisions import DecisionReason
 from bandit_platform.domain.errors import InvalidInput
 from bandit_platform.service.export import export_log
 from bandit_platform.service.learner import Learner, ensure_model, learnable_examples
 from bandit_platform.service.platform import Platform
+from bandit_platform.service.policy_evaluation import check_integrity
 from bandit_platform.service.privacy import (
     ERASED_COUNTER,
     ERASED_REQUEST_HASH,
@@ -289,3 +292,26 @@ def test_a_withdrawal_before_any_experiment_is_recorded(
     assert withdrawal.decisions_erased == 0
     assert withdrawal.withdrawn_at == clock.now
     assert len(rows(platform, "SELECT * FROM consent_withdrawals")) == 1
+
+
+def test_the_integrity_check_skips_erased_decisions_instead_of_flagging_them(
+    demo: Demo, app: AppIdentity
+) -> None:
+    """An erased context cannot be scored again; the check counts those decisions as skipped,
+    never as mismatches."""
+    platform = demo.platform
+    for index in range(6):
+        decide(platform, app, f"kept-{index}")
+    for _ in range(3):
+        decide(platform, app, CANARY_CUSTOMER)
+    before = check_integrity(platform, DEMO_EXPERIMENT_KEY)
+    assert before.mismatched == 0
+
+    ConsentService(platform).withdraw(CANARY_CUSTOMER, app)
+
+    after = check_integrity(platform, DEMO_EXPERIMENT_KEY)
+    assert after.mismatched == 0
+    assert after.skipped.get("context_erased") == 3
+    recomputable = {DecisionReason.BANDIT.value, DecisionReason.AB_UNIFORM.value}
+    erased = [row for row in decisions_of(demo, CANARY_CUSTOMER) if row["reason"] in recomputable]
+    assert after.checked == before.checked - len(erased)

@@ -65,12 +65,16 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
     engine.dispose()
 
 
-def test_sqlite_runs_in_wal_with_foreign_keys_and_full_sync(sqlite_url: str) -> None:
+def test_sqlite_runs_in_wal_with_foreign_keys_full_sync_and_secure_delete(
+    sqlite_url: str,
+) -> None:
     engine = create_engine(sqlite_url, pool_size=1)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        # Erased context is overwritten, not left in free space (docs/privacy.md).
+        assert connection.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
     engine.dispose()
 
 
