@@ -145,7 +145,6 @@ class OutcomeController(Controller):
     @post(
         "/",
         opt={"scope": "outcome"},
-        sync_to_thread=True,
         responses={
             HTTP_200_OK: ResponseSpec(
                 data_container=OutcomeResponseBody,
@@ -153,14 +152,14 @@ class OutcomeController(Controller):
             )
         },
     )
-    def record(
+    async def record(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[OutcomeRequestBody],
         app_identity: NamedDependency[AppIdentity],
     ) -> Response[OutcomeResponseBody]:
         """Store an outcome once per idempotency key; a replay returns the first answer."""
-        receipt = request.app.state.outcomes.record(
+        receipt = await request.app.state.outcomes.record_async(
             OutcomeRequest(
                 decision_id=data.decision_id,
                 event=data.event,

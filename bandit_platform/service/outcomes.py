@@ -10,14 +10,17 @@ Time rules (all on the server's clock):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from bandit_platform.domain.access import AppIdentity
 from bandit_platform.domain.decisions import OutcomeReceipt
@@ -80,70 +83,100 @@ class OutcomeService:
                 reused with a different body.
             Conflict: the same key is being stored concurrently.
         """
+        job = self._prepare(request, app)
+        writer = self.platform.decision_writer
+        if writer is not None:
+            receipt = writer.run(job)
+        else:
+            with self.platform.session() as session, session.begin():
+                receipt = job(session)
+        if receipt is None:
+            self._count_unknown()
+            raise NotFound(f"no decision {request.decision_id!r}", field="decision_id")
+        return receipt
+
+    async def record_async(self, request: OutcomeRequest, app: AppIdentity) -> OutcomeReceipt:
+        """`record` for the event loop: with group commit the loop awaits the writer's commit
+        without a worker thread of its own; otherwise `record` runs in a worker thread."""
+        writer = self.platform.decision_writer
+        if writer is None:
+            return await anyio.to_thread.run_sync(self.record, request, app)
+        receipt = await asyncio.wrap_future(writer.submit(self._prepare(request, app)))
+        if receipt is None:
+            await anyio.to_thread.run_sync(self._count_unknown)
+            raise NotFound(f"no decision {request.decision_id!r}", field="decision_id")
+        return receipt
+
+    def _count_unknown(self) -> None:
+        with self.platform.session() as session, session.begin():
+            repositories.increment_counter(session, UNKNOWN_DECISION_COUNTER)
+
+    def _prepare(
+        self, request: OutcomeRequest, app: AppIdentity
+    ) -> Callable[[Session], OutcomeReceipt | None]:
+        """The checks that need no database, and the job that stores the outcome in a
+        transaction (None: the decision is unknown to this app). The job is safe to run again:
+        its time and fingerprint are fixed here."""
         now = self.platform.clock()
         fingerprint = _fingerprint(request)
         skew = timedelta(seconds=self.platform.settings.clock_skew_seconds)
         if request.occurred_at.tzinfo is None:
             raise InvalidInput("must carry a timezone (e.g. Z)", field="occurred_at")
-        try:
-            with self.platform.session() as session, session.begin():
-                existing = repositories.outcome_by_idempotency_key(
-                    session, app.api_key_id, request.idempotency_key
+
+        def job(session: Session) -> OutcomeReceipt | None:
+            existing = repositories.outcome_by_idempotency_key(
+                session, app.api_key_id, request.idempotency_key
+            )
+            if existing is not None:
+                if existing["request_hash"] != fingerprint:
+                    raise InvalidInput(
+                        "idempotency_key was already used with a different outcome",
+                        field="idempotency_key",
+                    )
+                return _receipt(existing, replayed=True)
+            decision = repositories.decision_for_outcome(session, request.decision_id)
+            if decision is None or decision.api_key_id != app.api_key_id:
+                return None
+            compiled = self.platform.compiled_version(
+                session,
+                decision.experiment_id,
+                repositories.experiment_version(session, decision.experiment_id),
+            )
+            reward = compiled.config.reward
+            # Guardrail metrics (complaints, opt-outs...) are accepted without a reward
+            # weight: the guardrail check counts them, the learner ignores them.
+            accepted = (
+                reward.accepted_events()
+                | ALWAYS_ACCEPTED_EVENTS
+                | {g.metric for g in compiled.config.guardrails}
+            )
+            if request.event not in accepted:
+                raise InvalidInput(
+                    f"unknown event; expected one of {sorted(accepted)}", field="event"
                 )
-                if existing is not None:
-                    if existing["request_hash"] != fingerprint:
-                        raise InvalidInput(
-                            "idempotency_key was already used with a different outcome",
-                            field="idempotency_key",
-                        )
-                    return _receipt(existing, replayed=True)
-                decision = repositories.decision_for_outcome(session, request.decision_id)
-                if decision is None or decision.api_key_id != app.api_key_id:
-                    unknown = True
-                else:
-                    unknown = False
-                    compiled = self.platform.compiled_version(
-                        session,
-                        decision.experiment_id,
-                        repositories.experiment_version(session, decision.experiment_id),
-                    )
-                    reward = compiled.config.reward
-                    # Guardrail metrics (complaints, opt-outs...) are accepted without a reward
-                    # weight: the guardrail check counts them, the learner ignores them.
-                    accepted = (
-                        reward.accepted_events()
-                        | ALWAYS_ACCEPTED_EVENTS
-                        | {g.metric for g in compiled.config.guardrails}
-                    )
-                    if request.event not in accepted:
-                        raise InvalidInput(
-                            f"unknown event; expected one of {sorted(accepted)}", field="event"
-                        )
-                    if request.occurred_at < decision.created_at - skew:
-                        raise InvalidInput("is before the decision was made", field="occurred_at")
-                    if request.occurred_at > now + skew:
-                        raise InvalidInput("is in the future", field="occurred_at")
-                    window = timedelta(hours=reward.attribution_window_hours)
-                    values: dict[str, Any] = {
-                        "decision_id": request.decision_id,
-                        "api_key_id": app.api_key_id,
-                        "event": request.event,
-                        "value": request.value,
-                        "occurred_at": request.occurred_at,
-                        "received_at": now,
-                        "idempotency_key": request.idempotency_key,
-                        "request_hash": fingerprint,
-                        "late": request.occurred_at > decision.created_at + window,
-                    }
-                    values["id"] = repositories.insert_outcome(session, values)
-                    receipt = _receipt(values, replayed=False)
-        except IntegrityError as exc:
-            raise Conflict(
-                "an outcome with this idempotency_key is being stored concurrently; retry",
-                field="idempotency_key",
-            ) from exc
-        if unknown:
-            with self.platform.session() as session, session.begin():
-                repositories.increment_counter(session, UNKNOWN_DECISION_COUNTER)
-            raise NotFound(f"no decision {request.decision_id!r}", field="decision_id")
-        return receipt
+            if request.occurred_at < decision.created_at - skew:
+                raise InvalidInput("is before the decision was made", field="occurred_at")
+            if request.occurred_at > now + skew:
+                raise InvalidInput("is in the future", field="occurred_at")
+            window = timedelta(hours=reward.attribution_window_hours)
+            values: dict[str, Any] = {
+                "decision_id": request.decision_id,
+                "api_key_id": app.api_key_id,
+                "event": request.event,
+                "value": request.value,
+                "occurred_at": request.occurred_at,
+                "received_at": now,
+                "idempotency_key": request.idempotency_key,
+                "request_hash": fingerprint,
+                "late": request.occurred_at > decision.created_at + window,
+            }
+            try:
+                values["id"] = repositories.insert_outcome(session, values)
+            except IntegrityError as exc:
+                raise Conflict(
+                    "an outcome with this idempotency_key is being stored concurrently; retry",
+                    field="idempotency_key",
+                ) from exc
+            return _receipt(values, replayed=False)
+
+        return job

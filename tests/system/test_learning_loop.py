@@ -149,6 +149,19 @@ def wait_for_model(client: httpx.Client, examples: int, timeout: float = 90.0) -
     raise AssertionError(f"the learner did not reach {examples} examples: {models[:2]}")
 
 
+def wait_until_served(client: httpx.Client, version: int, timeout: float = 60.0) -> None:
+    """Until the worker answers with model `version` or newer (it refreshes every 0.2 s; a
+    busy machine can take longer than that)."""
+    deadline = time.monotonic() + timeout
+    probe = 0
+    while time.monotonic() < deadline:
+        probe += 1
+        if decide(client, f"probe-{probe}", "student")["model_version"] >= version:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"model version {version} was not served within {timeout:.0f} s")
+
+
 def best_offer_share(client: httpx.Client, segment: str, n: int) -> tuple[float, set[int]]:
     answers = [decide(client, f"eval-{segment}-{i}", segment) for i in range(n)]
     share = sum(a["offer"] == BEST[segment] for a in answers) / n
@@ -162,7 +175,7 @@ def test_the_bandit_learns_the_best_offer_per_segment(db_url: str, tmp_path: Pat
         with server.client(key) as client:
             train(client, 600, seed=7)
             newest = wait_for_model(client, 560)
-            time.sleep(0.5)  # past the workers' model refresh interval
+            wait_until_served(client, newest["version"])
             for segment in BEST:
                 share, versions = best_offer_share(client, segment, 150)
                 print(f"{segment}: best offer in {share:.0%} of 150 decisions")
@@ -202,6 +215,9 @@ def test_two_workers_share_one_learner_and_serve_the_newest_model(tmp_path: Path
             with server.client(key) as client:
                 train(client, 300, seed=11)
                 newest = wait_for_model(client, 260)
+                # One worker serves it (the one that answered); the other refreshes on the same
+                # 0.2 s interval.
+                wait_until_served(client, newest["version"])
                 time.sleep(0.5)
                 workers: dict[str, bool] = {}
                 versions: set[int] = set()
