@@ -1,4 +1,4 @@
-"""Group commit: the concurrent decisions of one worker share one transaction.
+"""Group commit: the concurrent decisions and outcomes of one worker share one transaction.
 
 Callers submit jobs (a callable that does its reads and writes in the session it is given)
 and block until the transaction holding their job has committed. One writer thread takes

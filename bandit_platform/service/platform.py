@@ -66,8 +66,8 @@ class Platform:
         self._model_checked: dict[int, float] = {}
         self._bad_snapshots: dict[int, set[int]] = {}
         self._lock = threading.Lock()
-        #: Group commit of decisions (None with `settings.group_commit` off: one transaction
-        #: per decision). Its thread starts with the first decision.
+        #: Group commit of decisions and outcomes (None with `settings.group_commit` off: a
+        #: transaction each). Its thread starts with the first job.
         self.decision_writer: DecisionWriter | None = (
             DecisionWriter(
                 self.session,
