@@ -70,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 WRK_SCRIPTS = BENCHMARKS / "wrk"
 EXAMPLES = REPO / "examples" / "requests"
-PSEUDONYM_KEY = "benchmark-pseudonym-key-0123456789abcdef"
+PSEUDONYM_KEY = "benchmark-pseudonym-key-0123456789abcdef"  # pragma: allowlist secret
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 CUSTOMER_POOL = 1_000_000
 #: Options of every server this run starts (set from the command line).
@@ -795,7 +795,7 @@ def run_group(
     """Start one server, warm it up, measure each connection count, stop it."""
     template = decision_template(folder)
     database_url = database_name = None
-    api_key = "unused"
+    api_key = "unused"  # pragma: allowlist secret
     if group.app == "service":
         assert group.database is not None
         database_url, database_name = databases.fresh(group.database)

@@ -32,7 +32,7 @@ PROBLEM_STATUSES: dict[int, str] = {
     503: "The worker is shutting down; retry",
 }
 #: The security scheme of the app API.
-API_KEY_SCHEME = "apiKey"
+API_KEY_SCHEME = "apiKey"  # pragma: allowlist secret (a scheme name)
 
 
 def api_key_components() -> Components:
