@@ -302,22 +302,20 @@ def ensure_wrk(install: bool) -> str | None:
         return None
     print("installing wrk (apt-get install -y wrk) ...", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(  # noqa: S603 (fixed commands of this benchmark)
-        [apt, "install", "-y", "--no-install-recommends", "wrk"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if result.returncode != 0:
-        subprocess.run([apt, "update"], capture_output=True, env=env, check=False)  # noqa: S603
-        result = subprocess.run(  # noqa: S603 (fixed commands of this benchmark)
+
+    def install_wrk() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 (fixed commands of this benchmark)
             [apt, "install", "-y", "--no-install-recommends", "wrk"],
             capture_output=True,
             text=True,
             env=env,
             check=False,
         )
+
+    result = install_wrk()
+    if result.returncode != 0:  # the package lists may be missing or stale
+        subprocess.run([apt, "update"], capture_output=True, env=env, check=False)  # noqa: S603
+        result = install_wrk()
     if result.returncode != 0:
         print(f"apt-get install wrk failed: {result.stderr.strip()[-300:]}", file=sys.stderr)
     return shutil.which("wrk")

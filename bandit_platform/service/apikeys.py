@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bandit_platform.domain.access import DEFAULT_SCOPES, AppIdentity, Scope
 from bandit_platform.domain.errors import InvalidInput, NotFound
@@ -179,7 +179,7 @@ class ApiKeyService:
     def all(self) -> list[ApiKeyView]:
         """Every key, oldest first (revoked ones too)."""
         with self.platform.read_session() as session:
-            rows = session.exec(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()  # type: ignore[arg-type]
+            rows = session.exec(select(ApiKeyRow).order_by(col(ApiKeyRow.id))).all()
         return [
             ApiKeyView(
                 prefix=r.prefix,

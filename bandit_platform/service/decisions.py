@@ -238,30 +238,18 @@ class DecisionService:
         lock_key = repositories.customer_lock_key(request.experiment, customer_key)
 
         def job(session: Session) -> Decision:
-            return self._decide_in(session, request, app, customer_key, decision_id, now)
+            try:
+                return self._decide_locked(session, request, app, customer_key, decision_id, now)
+            except IntegrityError as exc:
+                raise _concurrent_request_id() from exc
+            except OperationalError as exc:
+                # Two workers inserting the same request ids for other customers in opposite
+                # orders: PostgreSQL breaks the deadlock by failing one of the inserts.
+                if getattr(exc.orig, "sqlstate", None) == DEADLOCK_DETECTED:
+                    raise _concurrent_request_id() from exc
+                raise
 
         return job, lock_key
-
-    def _decide_in(
-        self,
-        session: Session,
-        request: DecisionRequest,
-        app: AppIdentity,
-        customer_key: str,
-        decision_id: str,
-        now: datetime,
-    ) -> Decision:
-        """The decision in the caller's transaction, the customer already locked."""
-        try:
-            return self._decide_locked(session, request, app, customer_key, decision_id, now)
-        except IntegrityError as exc:
-            raise _concurrent_request_id() from exc
-        except OperationalError as exc:
-            # Two workers inserting the same request ids for other customers in opposite
-            # orders: PostgreSQL breaks the deadlock by failing one of the inserts.
-            if getattr(exc.orig, "sqlstate", None) == DEADLOCK_DETECTED:
-                raise _concurrent_request_id() from exc
-            raise
 
     def _decide_locked(
         self,
@@ -272,6 +260,7 @@ class DecisionService:
         decision_id: str,
         now: datetime,
     ) -> Decision:
+        """The decision in the caller's transaction, the customer already locked."""
         experiment_row = _experiment_head(session, request.experiment)
         if experiment_row is None:
             raise NotFound(f"no experiment {request.experiment!r}", field="experiment")
