@@ -9,7 +9,6 @@ order of the arms it was given. Cost is the negative reward: VW minimises cost.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import cast
 
@@ -132,40 +131,26 @@ def _without_random_seed(arguments: Sequence[str]) -> list[str]:
     return result
 
 
-#: How many parsed action (offer-variant) examples a model keeps, least recently used first out.
-#: An experiment has tens of arms per configuration version; a few thousand lines cover many
-#: versions and experiments whose actions differ only in their features.
-ACTION_CACHE_SIZE = 4096
-
-
 class ContextualBanditModel:
     """A VW `--cb_explore_adf` workspace, safe to share between threads.
 
-    A prediction parses only the shared (customer) line: each action line is parsed once and
-    its example reused, since the actions of an experiment repeat from decision to decision.
-    VW sets an example up for the workspace (scaled feature indices, the constant feature,
-    its interactions) at the start of every predict or learn and undoes it at the end (even
-    when VW raises), so a reused example is the one the parser produced; predictions from
-    reused examples are identical, bit for bit, to those from fresh parses, for every
-    explorer (`tests/policies/test_vw_cache.py`). The examples belong to this workspace and
-    go with it.
+    Every prediction and learn parses all its lines afresh. Reusing the parsed action
+    examples between calls was tried: predictions stayed identical bit for bit in unit tests,
+    yet models trained in the service sometimes ignored the customer's context.
 
     The hot path calls `vowpal_wabbit_next`'s core (`_core._parse_line_text`,
     `predict_multi_ex_one`) directly: the public wrapper asks the workspace for its label
     type once per parsed example and once more per example at every predict and learn, which
     cost more than VW's own work on an example. The version is pinned, and the tests compare
-    this path with the public one.
+    this path with the public one (`tests/policies/test_vw_core_path.py`).
 
-    One lock serialises parsing, the cache and VW: VW mutates the examples while it works on
-    them, so two threads must never share one at the same time.
+    One lock serialises parsing and VW: a workspace is not safe for concurrent use.
     """
 
     def __init__(
         self,
         arguments: Sequence[str],
         model_data: bytes | None = None,
-        *,
-        action_cache_size: int = ACTION_CACHE_SIZE,
     ) -> None:
         self.arguments = list(arguments)
         if model_data is None:
@@ -178,52 +163,12 @@ class ContextualBanditModel:
             )
         self._core: _core.Workspace = self._workspace._workspace
         self._lock = threading.Lock()
-        self._cache_size = action_cache_size
-        #: Parsed unlabelled action examples by their text line, least recently used first.
-        self._actions: OrderedDict[str, _core.Example] = OrderedDict()
-        #: The text line of an action's namespaces, by the identity of the namespaces object:
-        #: (the object, a copy of its contents when the line was made, the line). A hit needs
-        #: the same object with the same contents in the same order.
-        self._lines: dict[int, tuple[Namespaces, Namespaces, str]] = {}
-
-    def _action_line(self, action: Namespaces) -> str:
-        entry = self._lines.get(id(action))
-        if (
-            entry is not None
-            and entry[0] is action
-            and entry[1] == action
-            and list(entry[1]) == list(action)
-        ):
-            return entry[2]
-        line = _line(action)
-        if len(self._lines) >= self._cache_size:
-            del self._lines[next(iter(self._lines))]
-        self._lines[id(action)] = (action, {ns: list(f) for ns, f in action.items()}, line)
-        return line
 
     def _examples(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[_core.Example]:
-        """The shared example (parsed now) and every action's (cached); under the lock."""
+        """The shared example and every action's, parsed now; under the lock."""
         parse = _core._parse_line_text
         workspace = self._core
-        cache = self._actions
-        examples = [parse(workspace, _line(shared, "shared"))]
-        used: set[int] = set()
-        for action in actions:
-            line = self._action_line(action)
-            example = cache.get(line)
-            if example is None:
-                example = parse(workspace, line)
-                cache[line] = example
-                if len(cache) > self._cache_size:
-                    cache.popitem(last=False)
-            elif id(example) in used:
-                # The same action twice in one call: VW cannot set one example up twice.
-                example = parse(workspace, line)
-            else:
-                cache.move_to_end(line)
-            used.add(id(example))
-            examples.append(example)
-        return examples
+        return [parse(workspace, line) for line in example_lines(shared, actions)]
 
     def predict(self, shared: Namespaces, actions: Sequence[Namespaces]) -> list[float]:
         """The model's probability of each action, in the order given."""
@@ -249,10 +194,9 @@ class ContextualBanditModel:
         The chosen action's labelled line is parsed afresh (and not cached); the others are
         the cached unlabelled examples that predictions use.
         """
-        labelled = _line(actions[chosen], f"0:{-reward!r}:{propensity!r}")
+        lines = example_lines(shared, actions, (chosen, -reward, propensity))
         with self._lock:
-            examples = self._examples(shared, actions)
-            examples[chosen + 1] = _core._parse_line_text(self._core, labelled)
+            examples = [_core._parse_line_text(self._core, line) for line in lines]
             self._core.learn_multi_ex_one(examples)
 
     def serialize(self) -> bytes:
